@@ -1,0 +1,541 @@
+"""Briefs: Markdown files with YAML front matter, read into frozen `Brief` objects.
+
+Files in the wild carry several front-matter blocks with camelCase and snake_case spellings of
+the same keys, draft placeholders and unfilled hero-image comments. The reader merges the
+blocks, normalises the keys and reports every oddity as a `Problem` instead of raising, so one
+bad file never hides the others.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import re
+import unicodedata
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, tzinfo
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import yaml
+
+BRIEF_SUFFIXES = {".md", ".markdown", ".txt"}
+ALIASES = {
+    "date": "published_at",
+    "published": "published_at",
+    "pub_date": "published_at",
+    "url": "source_url",
+    "link": "source_url",
+    "hero_image": "image",
+    "alt": "image_alt",
+    "keywords": "tags",
+}
+PLACEHOLDER = re.compile(
+    r"_[^_\n]*placeholder[^_\n]*_|\bTODO\b|\bTBD\b|\blorem ipsum\b", re.IGNORECASE
+)
+HERO_COMMENT = re.compile(r"<!--\s*HERO_IMAGE\s*:?(.*?)-->", re.DOTALL)
+CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b\u2028\u2029]")
+RUN_ON = re.compile(r"([a-z]{2}[.!?])([A-Z][a-z])")
+SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\"“'‘(\[A-Z0-9])")
+IMAGE_SUFFIX = re.compile(r"\.(jpe?g|png|gif|webp|avif)$", re.IGNORECASE)
+SUMMARY_LIMIT = 300
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One lint finding; `message` says what to do about it."""
+
+    path: str
+    severity: str  # "error" or "warning"
+    code: str
+    message: str
+    field: str | None = None
+    line: int | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class Brief:
+    id: str
+    path: Path
+    title: str | None
+    category: str | None
+    source: str | None
+    source_url: str | None
+    published_at: datetime | None
+    status: str | None
+    image: str | None
+    image_alt: str | None
+    sections: Mapping[str, str]
+    summary: str
+    tags: tuple[str, ...]
+    content_hash: str
+    body: str = ""
+    problems: tuple[Problem, ...] = ()
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def errors(self) -> tuple[Problem, ...]:
+        return tuple(p for p in self.problems if p.severity == "error")
+
+    def section(self, name: str) -> str | None:
+        wanted = name.strip().casefold()
+        return next((v for k, v in self.sections.items() if k.casefold() == wanted), None)
+
+    def blockers(self, published_statuses: Iterable[str]) -> list[str]:
+        """Why this brief may not be published; empty when it is publishable."""
+        statuses = [s.lower() for s in published_statuses]
+        reasons = []
+        if (self.status or "").lower() not in statuses:
+            reasons.append(f"status is {self.status or 'missing'!r}, not {' or '.join(statuses)}")
+        if not self.title:
+            reasons.append("no title")
+        if not self.published_at:
+            reasons.append("no publish time")
+        if not self.source_url:
+            reasons.append("no source URL")
+        for problem in self.problems:
+            if problem.code in PLACEHOLDER_CODES:
+                reasons.append(problem.message.split(";")[0])
+            elif problem.severity == "error" and problem.code not in FIELD_CODES:
+                reasons.append(f"{problem.code}: {problem.message.split(';')[0]}")
+        return list(dict.fromkeys(reasons))
+
+    def is_publishable(self, published_statuses: Iterable[str]) -> bool:
+        return not self.blockers(published_statuses)
+
+
+PLACEHOLDER_CODES = {"placeholder", "hero-image-placeholder", "empty-section", "missing-section"}
+FIELD_CODES = {"missing-title", "missing-published-at", "missing-source-url"}
+
+
+def normalise_key(key: str) -> str:
+    """`sourceUrl`, `source-url` and `source_url` are one key."""
+    snake = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", str(key).strip()).replace("-", "_").lower()
+    return ALIASES.get(snake, snake)
+
+
+class BriefReader:
+    """Reads brief files, remembering unchanged ones by size, mtime and content hash."""
+
+    def __init__(
+        self,
+        tz: tzinfo = UTC,
+        max_bytes: int = 1_048_576,
+        required_sections: Iterable[str] = (),
+        published_statuses: Iterable[str] = ("published",),
+    ):
+        self.tz = tz
+        self.max_bytes = max_bytes
+        self.required_sections = tuple(required_sections)
+        self.published_statuses = tuple(s.lower() for s in published_statuses)
+        self._by_stat: dict[Path, tuple[int, int, tuple[Brief | None, list[Problem]]]] = {}
+        self._by_hash: dict[str, tuple[Brief | None, list[Problem]]] = {}
+
+    def read(self, path: Path) -> tuple[Brief | None, list[Problem]]:
+        """One file → a `Brief` (or None if unreadable) and its problems. Never raises."""
+        try:
+            stat = path.stat()
+        except OSError as error:
+            return None, [_problem(path, "unreadable", f"cannot read the file ({error.strerror})")]
+        cached = self._by_stat.get(path)
+        if cached and cached[:2] == (stat.st_size, stat.st_mtime_ns):
+            return cached[2]
+        if stat.st_size > self.max_bytes:
+            result = None, [
+                _problem(
+                    path,
+                    "too-large",
+                    f"file is {stat.st_size:,} bytes, over the {self.max_bytes:,}-byte cap; "
+                    "a brief is short text: move large content elsewhere or raise "
+                    "briefs.max_file_bytes",
+                )
+            ]
+        else:
+            try:
+                data = path.read_bytes()
+            except OSError as error:
+                return None, [_problem(path, "unreadable", f"cannot read ({error.strerror})")]
+            digest = hashlib.sha256(data).hexdigest()
+            key = f"{path}\0{digest}"
+            result = self._by_hash.get(key) or self.parse(path, data, digest)
+            self._by_hash[key] = result
+        self._by_stat[path] = (stat.st_size, stat.st_mtime_ns, result)
+        return result
+
+    def parse(
+        self, path: Path, data: bytes, digest: str | None = None
+    ) -> tuple[Brief | None, list[Problem]]:
+        try:
+            return _parse(self, path, data, digest or hashlib.sha256(data).hexdigest())
+        except RecursionError:
+            return None, [_problem(path, "yaml-invalid", "front matter nests too deeply")]
+
+    def scan(self, paths: Iterable[Path]) -> Scan:
+        """Read every brief under `paths` (files or folders), then check ids across files."""
+        briefs: list[Brief] = []
+        problems: list[Problem] = []
+        for file in brief_files(paths, problems):
+            brief, found = self.read(file)
+            problems.extend(found)
+            if brief:
+                briefs.append(brief)
+        return _flag_duplicates(briefs, problems)
+
+
+@dataclass(frozen=True)
+class Scan:
+    briefs: list[Brief]
+    problems: list[Problem]
+
+    @property
+    def has_errors(self) -> bool:
+        return any(p.severity == "error" for p in self.problems)
+
+
+def brief_files(paths: Iterable[Path], problems: list[Problem]) -> list[Path]:
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            for root, dirs, names in os.walk(path):
+                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+                files.extend(
+                    Path(root, n)
+                    for n in sorted(names)
+                    if not n.startswith(".") and Path(n).suffix.lower() in BRIEF_SUFFIXES
+                )
+        elif path.is_file():
+            files.append(path)
+        else:
+            problems.append(
+                _problem(path, "not-found", "no such file or folder; check the path or "
+                         "briefs.folders in the configuration")
+            )
+    return files
+
+
+def _flag_duplicates(briefs: list[Brief], problems: list[Problem]) -> Scan:
+    by_id: dict[str, list[Brief]] = {}
+    for brief in briefs:
+        by_id.setdefault(brief.id, []).append(brief)
+    result = []
+    for brief in briefs:
+        others = [b for b in by_id[brief.id] if b is not brief]
+        if others:
+            problem = _problem(
+                brief.path,
+                "duplicate-id",
+                f"id {brief.id!r} is also used by {', '.join(str(o.path) for o in others)}; "
+                "give each brief a unique `id` (or file name)",
+                field="id",
+            )
+            problems.append(problem)
+            brief = dataclasses.replace(brief, problems=(*brief.problems, problem))
+        result.append(brief)
+    return Scan(result, problems)
+
+
+def _problem(path: Path | str, code: str, message: str, *, severity: str = "error",
+             field: str | None = None, line: int | None = None) -> Problem:
+    return Problem(str(path), severity, code, message, field, line)
+
+
+def _parse(
+    reader: BriefReader, path: Path, data: bytes, digest: str
+) -> tuple[Brief | None, list[Problem]]:
+    if not data.strip():
+        return None, [_problem(path, "empty", "file is empty; write a brief or delete the file")]
+    if b"\0" in data:
+        return None, [_problem(path, "binary", "file is binary, not a Markdown brief; remove it")]
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        return None, [
+            _problem(path, "encoding", f"not UTF-8 (byte {error.start}); save the file as UTF-8")
+        ]
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    lines = text.split("\n")
+    meta, lines_of, body_start, problems = _read_front_matter(path, lines, reader.tz)
+    if meta is None:
+        return None, problems
+    body = "\n".join(lines[body_start:])
+    sections, section_lines = _sections(lines, body_start)
+
+    def line_of(key: str) -> int | None:
+        return lines_of.get(key)
+
+    def text_field(key: str) -> str | None:
+        value = meta.get(key)
+        if value is None or isinstance(value, dict | list):
+            return None
+        return str(value).strip() or None
+
+    title = text_field("title")
+    if title is None:
+        heading = next((i for i, ln in enumerate(lines[body_start:]) if ln.startswith("# ")), None)
+        if heading is not None:
+            title = lines[body_start + heading][2:].strip() or None
+            lines_of.setdefault("title", body_start + heading + 1)
+    if title and CONTROL.search(title):
+        problems.append(
+            _problem(path, "title-control-chars", "title contains control or invisible "
+                     "characters; retype it as plain text", field="title", line=line_of("title"))
+        )
+        title = CONTROL.sub(" ", title).strip() or None
+
+    status = (text_field("status") or "").lower() or None
+    claims_published = status in reader.published_statuses
+    soft = "error" if claims_published else "warning"
+
+    published_at = None
+    if "published_at" in meta:
+        try:
+            published_at = to_datetime(meta["published_at"], reader.tz)
+        except ValueError as error:
+            problems.append(
+                _problem(path, "bad-date", f"{error}; write ISO 8601 such as "
+                         "2026-11-28T09:00:00Z", field="published_at",
+                         line=line_of("published_at"))
+            )
+    source_url = text_field("source_url")
+    if source_url and not _is_http_url(source_url):
+        problems.append(
+            _problem(path, "bad-source-url", f"source URL {source_url!r} is not an http(s) URL; "
+                     "write the full https:// address", field="source_url",
+                     line=line_of("source_url"))
+        )
+        source_url = None
+
+    for key, code, what in (
+        ("title", "missing-title", "a title (front-matter `title` or a `# ` heading)"),
+        ("published_at", "missing-published-at", "a publish time (`published_at`)"),
+        ("source_url", "missing-source-url", "a source URL (`source_url`)"),
+    ):
+        present = {"title": title, "published_at": published_at, "source_url": source_url}[key]
+        if not present and not any(p.field == key for p in problems):
+            problems.append(_problem(path, code, f"no {what}; add one", severity=soft, field=key))
+
+    image = text_field("image")
+    for match in HERO_COMMENT.finditer(text):
+        value = match.group(1).strip()
+        line = text.count("\n", 0, match.start()) + 1
+        if _looks_like_image_ref(value):
+            image = image or value
+        else:
+            problems.append(
+                _problem(path, "hero-image-placeholder", "unfilled HERO_IMAGE comment; put an "
+                         "image URL or path in it, or delete it", severity=soft, field="image",
+                         line=line)
+            )
+
+    for number, line_text in enumerate(lines, start=1):
+        for match in PLACEHOLDER.finditer(line_text):
+            section = _section_at(section_lines, number)
+            problems.append(
+                _problem(path, "placeholder", f"placeholder {match.group(0)!r} in "
+                         f"{section or 'the text'}; replace it with real text", severity=soft,
+                         field=section, line=number)
+            )
+    for name, content in sections.items():
+        if not content.strip():
+            problems.append(
+                _problem(path, "empty-section", f"section {name!r} is empty; fill it or remove "
+                         "the heading", severity=soft, field=name, line=section_lines[name])
+            )
+    for name in reader.required_sections:
+        if not any(k.casefold() == name.casefold() for k in sections):
+            problems.append(
+                _problem(path, "missing-section", f"required section {name!r} is missing; add "
+                         f"`## {name}`", severity=soft, field=name)
+            )
+
+    tags = meta.get("tags") or ()
+    if isinstance(tags, str):
+        tags = [t for t in re.split(r"[,\s]+", tags) if t]
+    if not isinstance(tags, list | tuple):
+        tags = ()
+    brief_id = text_field("id") or path.stem
+    first_section = next(iter(sections.values()), "")
+    brief = Brief(
+        id=brief_id,
+        path=path,
+        title=title,
+        category=text_field("category"),
+        source=text_field("source"),
+        source_url=source_url,
+        published_at=published_at,
+        status=status,
+        image=image,
+        image_alt=text_field("image_alt") or title,
+        sections=sections,
+        summary=summarise(first_section),
+        tags=tuple(str(t).lstrip("#") for t in tags if str(t).strip()),
+        content_hash=digest,
+        body=body,
+        problems=tuple(problems),
+        extra={k: v for k, v in meta.items() if k not in KNOWN_KEYS},
+    )
+    return brief, problems
+
+
+KNOWN_KEYS = {
+    "id", "title", "category", "source", "source_url", "published_at", "status", "image",
+    "image_alt", "tags",
+}
+
+
+def _read_front_matter(
+    path: Path, lines: list[str], tz: tzinfo
+) -> tuple[dict[str, Any] | None, dict[str, int], int, list[Problem]]:
+    """Merge every leading `---` block; a later block wins, a disagreement is a warning."""
+    meta: dict[str, Any] = {}
+    lines_of: dict[str, int] = {}
+    problems: list[Problem] = []
+    i = 0
+    while True:
+        while i < len(lines) and not lines[i].strip():
+            i += 1
+        if i >= len(lines) or lines[i].rstrip() != "---":
+            return meta, lines_of, i, problems
+        end = next((j for j in range(i + 1, len(lines)) if lines[j].rstrip() in ("---", "...")),
+                   None)
+        if end is None:
+            problems.append(_problem(path, "front-matter-unclosed", "front matter opened with "
+                                     "`---` is never closed; add a closing `---` line",
+                                     line=i + 1))
+            return None, lines_of, i, problems
+        block = "\n".join(lines[i + 1 : end])
+        try:
+            loaded = yaml.safe_load(block) if block.strip() else {}
+        except yaml.YAMLError as error:
+            mark = getattr(error, "problem_mark", None)
+            where = i + 2 + mark.line if mark else i + 1
+            problems.append(_problem(path, "yaml-invalid", f"front matter is not valid YAML "
+                                     f"({getattr(error, 'problem', None) or error}); fix the "
+                                     "syntax (quote values containing `:`)", line=where))
+            return None, lines_of, end + 1, problems
+        except (ValueError, TypeError, OverflowError) as error:
+            problems.append(_problem(path, "yaml-invalid", f"front matter has a bad value "
+                                     f"({error}); quote it", line=i + 1))
+            return None, lines_of, end + 1, problems
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            problems.append(_problem(path, "front-matter-not-mapping", "front matter must be "
+                                     "`key: value` lines", line=i + 1))
+            return None, lines_of, end + 1, problems
+        for raw_key, value in loaded.items():
+            key = normalise_key(raw_key)
+            line = _key_line(lines, i + 1, end, raw_key)
+            if key in meta and not _same(key, meta[key], value, tz):
+                problems.append(_problem(
+                    path, "front-matter-conflict",
+                    f"{key!r} is {_show(meta[key])} in one front-matter block and "
+                    f"{_show(value)} in a later one; the later value wins: make them agree",
+                    severity="warning", field=key, line=line))
+            meta[key] = value
+            lines_of[key] = line
+        i = end + 1
+
+
+def _key_line(lines: list[str], start: int, end: int, raw_key: Any) -> int | None:
+    prefix = f"{raw_key}:"
+    return next((j + 1 for j in range(start, end) if lines[j].lstrip("'\"").startswith(prefix)),
+                None)
+
+
+def _same(key: str, a: Any, b: Any, tz: tzinfo) -> bool:
+    if key == "published_at":
+        try:
+            return to_datetime(a, tz) == to_datetime(b, tz)
+        except ValueError:
+            pass
+    if isinstance(a, str | int | float) and isinstance(b, str | int | float):
+        return str(a).strip() == str(b).strip()
+    return a == b
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def to_datetime(value: Any, tz: tzinfo) -> datetime:
+    """An aware UTC datetime from ISO 8601 text, a YAML timestamp or a date; naive → `tz`."""
+    if isinstance(value, datetime):
+        moment = value
+    elif isinstance(value, date):
+        moment = datetime.combine(value, time())
+    elif isinstance(value, str):
+        try:
+            moment = datetime.fromisoformat(value.strip())
+        except ValueError:
+            raise ValueError(f"{value!r} is not a valid date and time") from None
+    else:
+        raise ValueError(f"{value!r} is not a date and time")
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=tz)
+    return moment.astimezone(UTC)
+
+
+def _sections(lines: list[str], start: int) -> tuple[dict[str, str], dict[str, int]]:
+    sections: dict[str, list[str]] = {}
+    section_lines: dict[str, int] = {}
+    current = None
+    for number, line in enumerate(lines[start:], start=start + 1):
+        if line.startswith("## "):
+            current = line[3:].strip()
+            sections[current] = []
+            section_lines[current] = number
+        elif line.startswith("# "):
+            current = None
+        elif current is not None:
+            sections[current].append(line)
+    text = {name: "\n".join(body).strip() for name, body in sections.items()}
+    return text, section_lines
+
+
+def _section_at(section_lines: dict[str, int], line: int) -> str | None:
+    before = [(start, name) for name, start in section_lines.items() if start < line]
+    return max(before)[1] if before else None
+
+
+def summarise(text: str, limit: int = SUMMARY_LIMIT) -> str:
+    """The first sentence or two, with run-ons such as `everyone.The` split."""
+    plain = PLACEHOLDER.sub(" ", re.sub(r"<!--.*?-->", " ", text, flags=re.DOTALL))
+    plain = re.sub(r"^\s*(?:[-*+]|\d+\.)\s+", "", plain, flags=re.MULTILINE)
+    plain = re.sub(r"[*_`]+", "", plain)
+    plain = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", plain)
+    plain = " ".join(RUN_ON.sub(r"\1 \2", plain).split())
+    if not plain:
+        return ""
+    summary = ""
+    for sentence in SENTENCE_END.split(plain)[:2]:
+        candidate = f"{summary} {sentence}".strip()
+        if summary and len(candidate) > limit:
+            break
+        summary = candidate
+    if len(summary) > limit:
+        summary = summary[: limit - 1].rsplit(" ", 1)[0].rstrip(",;:") + "…"
+    return summary
+
+
+def _is_http_url(value: str) -> bool:
+    parts = urlsplit(value)
+    return parts.scheme in ("http", "https") and bool(parts.netloc) and " " not in value
+
+
+def _looks_like_image_ref(value: str) -> bool:
+    if not value or any(ch.isspace() for ch in value):
+        return False
+    return _is_http_url(value) or bool(IMAGE_SUFFIX.search(value))
+
+
+def clean_text(value: str) -> str:
+    """Text safe for a header or a post: no control characters, normalised Unicode."""
+    return " ".join(CONTROL.sub(" ", unicodedata.normalize("NFC", value)).split())

@@ -1,0 +1,68 @@
+"""Channel adapters behind one small interface, found through the `briefbot.channels`
+entry-point group. Built-in adapters register the same way as third-party ones, and each is
+imported only when a configured channel uses it, so `briefbot --help` loads no network SDK.
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import entry_points
+
+from bot.channels.base import (
+    CannotReconcile,
+    Channel,
+    ChannelError,
+    Message,
+    PermanentError,
+    Receipt,
+    TransientError,
+)
+from bot.config import ConfigError, Settings
+
+GROUP = "briefbot.channels"
+
+__all__ = [
+    "CannotReconcile",
+    "Channel",
+    "ChannelError",
+    "Message",
+    "PermanentError",
+    "Receipt",
+    "TransientError",
+    "available_types",
+    "load_channel_class",
+    "open_channels",
+]
+
+
+def available_types() -> list[str]:
+    return sorted({ep.name for ep in entry_points(group=GROUP)})
+
+
+def load_channel_class(type_name: str) -> type[Channel]:
+    found = [ep for ep in entry_points(group=GROUP) if ep.name == type_name]
+    if not found:
+        known = ", ".join(available_types()) or "none"
+        raise ConfigError(
+            f"channel type {type_name!r} is not installed (known types: {known}); "
+            "fix `type` or install the plugin that provides it"
+        )
+    cls = found[0].load()
+    if not (isinstance(cls, type) and issubclass(cls, Channel)):
+        raise ConfigError(f"entry point {type_name!r} does not name a briefbot Channel class")
+    return cls
+
+
+def open_channels(settings: Settings, names: list[str] | None = None) -> dict[str, Channel]:
+    """Instantiate the enabled channels (or the named ones) of a configuration."""
+    channels: dict[str, Channel] = {}
+    for name, config in settings.config.channels.items():
+        if names is not None and name not in names:
+            continue
+        if not config.enabled and names is None:
+            continue
+        channels[name] = load_channel_class(config.type)(name, config, settings)
+    if names:
+        missing = sorted(set(names) - set(channels))
+        if missing:
+            raise ConfigError(f"no channel named {', '.join(missing)} in the configuration")
+    return channels

@@ -1,0 +1,297 @@
+"""`briefbot` command line: thin commands over the functions of the other modules.
+
+Exit codes: 0 all went well, 1 something failed (a brief with errors, a delivery that failed),
+2 bad usage or configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bot.config import ConfigError, Settings, load_settings
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+DESCRIPTION = """\
+briefbot turns a folder of Markdown briefs into social posts and a weekly digest email,
+never sending anything twice.
+
+Start here:
+  briefbot check              lint the briefs in the configured folders
+  briefbot list               what would be published, and why not
+  briefbot run --once --dry-run   show what would go out now, send nothing
+  briefbot run --once         publish what is due (default: to ./outbox)
+  briefbot status             what was sent, what is queued, what needs attention
+"""
+
+
+class UsageError(Exception):
+    pass
+
+
+def parse_now(value: str | None) -> datetime:
+    if not value:
+        return datetime.now(UTC)
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise UsageError(f"--now {value!r}: write ISO 8601, such as 2026-11-28T09:00:00Z") from None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC)
+
+
+def _print_json(data: Any) -> None:
+    json.dump(data, sys.stdout, indent=2, ensure_ascii=False, default=str)
+    sys.stdout.write("\n")
+
+
+def _table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title, show_lines=False, header_style="bold")
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(*("" if v is None else str(v) for v in row))
+    Console(soft_wrap=False).print(table)
+
+
+def _reader(settings: Settings):
+    from bot.briefs import BriefReader
+
+    cfg = settings.config.briefs
+    return BriefReader(tz=settings.tz, max_bytes=cfg.max_file_bytes,
+                       required_sections=cfg.required_sections,
+                       published_statuses=cfg.published_statuses)
+
+
+# -- commands -------------------------------------------------------------------------------
+
+
+def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
+    paths = [Path(p) for p in args.paths] or settings.brief_folders
+    scan = _reader(settings).scan(paths)
+    statuses = settings.config.briefs.published_statuses
+    if args.json:
+        _print_json([p.as_dict() for p in scan.problems])
+        return EXIT_FAILED if scan.has_errors else EXIT_OK
+    for problem in scan.problems:
+        where = problem.path + (f":{problem.line}" if problem.line else "")
+        field = f" [{problem.field}]" if problem.field else ""
+        print(f"{where}: {problem.severity}: {problem.code}{field}: {problem.message}")
+    for brief in scan.briefs:
+        blockers = brief.blockers(statuses)
+        verdict = "publishable" if not blockers else "not publishable: " + "; ".join(blockers)
+        print(f"{brief.path}: {verdict}")
+    errors = sum(1 for p in scan.problems if p.severity == "error")
+    warnings = len(scan.problems) - errors
+    print(f"{len(scan.briefs)} briefs read, {errors} errors, {warnings} warnings", file=sys.stderr)
+    return EXIT_FAILED if scan.has_errors else EXIT_OK
+
+
+def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
+    now = parse_now(args.now)
+    scan = _reader(settings).scan(settings.brief_folders)
+    statuses = settings.config.briefs.published_statuses
+    rows = []
+    for brief in sorted(scan.briefs, key=lambda b: (b.published_at or now, b.id)):
+        blockers = brief.blockers(statuses)
+        if not blockers and brief.published_at and brief.published_at > now:
+            verdict = "scheduled"
+        else:
+            verdict = "yes" if not blockers else "no: " + "; ".join(blockers)
+        rows.append({
+            "id": brief.id, "title": brief.title, "status": brief.status,
+            "published_at": brief.published_at.isoformat() if brief.published_at else None,
+            "publishable": not blockers, "why_not": blockers, "verdict": verdict,
+            "path": str(brief.path),
+        })
+    if args.json:
+        _print_json(rows)
+    else:
+        _table(None, ["id", "title", "status", "published", "publishable"],
+               [(r["id"], r["title"], r["status"], (r["published_at"] or "")[:16], r["verdict"])
+                for r in rows])
+    return EXIT_OK
+
+
+def cmd_config(args: argparse.Namespace, settings: Settings) -> int:
+    data = settings.redacted()
+    data["_source"] = str(settings.path) if settings.path else "built-in defaults"
+    _print_json(data)
+    return EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+    if not args.once:
+        from bot.schedule import run_daemon
+
+        return run_daemon(settings)
+    from bot.publish import publish_due
+
+    report = publish_due(settings, parse_now(args.now), dry_run=args.dry_run)
+    if args.json:
+        _print_json({"summary": report.summary(), "outcomes": [o.as_dict() for o in
+                     report.outcomes], "problems": [p.as_dict() for p in report.problems]})
+    else:
+        for problem in report.problems:
+            print(f"{problem.path}: {problem.code}: {problem.message}", file=sys.stderr)
+        for outcome in report.outcomes:
+            if args.dry_run and outcome.message is not None:
+                m = outcome.message
+                print(f"── {outcome.brief_id} → {outcome.channel} ({m.length}/{m.limit})")
+                print(m.text)
+                for note in m.notes:
+                    print(f"   note: {note}")
+            else:
+                line = f"{outcome.state:>10}  {outcome.brief_id} → {outcome.channel}"
+                detail = outcome.url or outcome.detail
+                print(f"{line}  {detail}" if detail else line)
+        prefix = "dry run: " if args.dry_run else ""
+        print(prefix + report.summary())
+    return EXIT_FAILED if report.failed else EXIT_OK
+
+
+def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    from bot.status import collect_status, print_status
+
+    status = collect_status(settings, parse_now(args.now))
+    if args.json:
+        _print_json(status)
+    else:
+        print_status(status)
+    return EXIT_OK
+
+
+def cmd_retry(args: argparse.Namespace, settings: Settings) -> int:
+    from bot.ledger import DeliveryKey
+    from bot.publish import open_ledger
+
+    states = [s for s, flag in (("dead", args.dead), ("unknown", args.unknown)) if flag]
+    if bool(args.key) == bool(states):
+        raise UsageError("give either a delivery KEY or --dead and/or --unknown")
+    ledger = open_ledger(settings)
+    try:
+        if args.key:
+            count = ledger.requeue(DeliveryKey.parse(args.key),
+                                   states=["dead", "unknown", "failed", "skipped"])
+        else:
+            count = ledger.requeue(states=states)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    finally:
+        ledger.close()
+    print(f"{count} deliveries queued to be sent on the next run")
+    return EXIT_OK if count or not args.key else EXIT_FAILED
+
+
+def cmd_skip(args: argparse.Namespace, settings: Settings) -> int:
+    from bot.ledger import DeliveryKey
+    from bot.publish import open_ledger
+
+    if "|" in args.key:
+        keys = [DeliveryKey.parse(args.key)]
+    else:
+        campaign = args.key if ":" in args.key else f"brief:{args.key}"
+        keys = [DeliveryKey(campaign, name) for name in settings.config.channels]
+    ledger = open_ledger(settings)
+    try:
+        marked = [k for k in keys if ledger.mark_skipped(k, "skipped by an operator",
+                                                         replace=True)]
+    finally:
+        ledger.close()
+    for key in marked:
+        print(f"skipped {key}")
+    if not marked:
+        print(f"nothing to skip for {args.key!r} (already sent, or in flight)", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+# -- parser ---------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="briefbot", description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Configuration: --config PATH, else $BRIEFBOT_CONFIG, else ./config.toml. "
+               "Secrets come only from environment variables named in the configuration.",
+    )
+    parser.add_argument("--config", metavar="PATH", help="configuration file (TOML)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def command(name: str, handler: Callable[..., int], help_text: str,
+                example: str = "") -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text,
+                           epilog=f"Example:\n  {example}" if example else None,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        p.set_defaults(handler=handler)
+        return p
+
+    p = command("check", cmd_check, "Lint briefs: every problem with file, line, field and fix.",
+                "briefbot check seeds/ --json")
+    p.add_argument("paths", nargs="*", help="files or folders (default: the configured folders)")
+    p.add_argument("--json", action="store_true", help="print a JSON list of problems")
+
+    p = command("list", cmd_list, "One row per brief: status, publish time, publishable or why "
+                "not.", "briefbot list --now 2026-12-01T09:00:00Z")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--now", metavar="ISO", help="pretend it is this time (default: now)")
+
+    command("config", cmd_config, "Print the effective configuration, secrets redacted.")
+
+    p = command("run", cmd_run, "Publish what is due. Without --once, run the scheduler "
+                "(publish every few minutes, the digest weekly) until stopped.",
+                "briefbot run --once --dry-run")
+    p.add_argument("--once", action="store_true", help="one publishing run, then exit")
+    p.add_argument("--now", metavar="ISO", help="pretend it is this time (with --once)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="render and show what would be sent; touch no ledger and no channel")
+    p.add_argument("--json", action="store_true", help="print the run report as JSON")
+
+    p = command("status", cmd_status, "What was sent, what is queued, and what needs attention "
+                "(unknown and dead deliveries first).", "briefbot status --json")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--now", metavar="ISO", help="pretend it is this time")
+
+    p = command("retry", cmd_retry, "Queue dead or unknown deliveries to be sent again.",
+                "briefbot retry --dead\n  briefbot retry 'brief:my-brief|outbox'")
+    p.add_argument("key", nargs="?", help="a delivery key as `status` prints it")
+    p.add_argument("--dead", action="store_true", help="every dead delivery")
+    p.add_argument("--unknown", action="store_true", help="every delivery with unknown outcome")
+
+    p = command("skip", cmd_skip, "Mark a brief (all channels) or one delivery as never to be "
+                "sent.", "briefbot skip my-brief-id\n  briefbot skip 'brief:my-brief|outbox'")
+    p.add_argument("key", help="a brief id, or a delivery key")
+
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "handler", None):
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        settings = load_settings(args.config)
+        return args.handler(args, settings)
+    except UsageError as error:
+        print(f"briefbot: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except ConfigError as error:
+        print(f"briefbot: configuration error:\n{error}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,229 @@
+"""`config.toml` → validated settings.
+
+Secrets are never values in the file: a setting that needs one names an environment variable
+(`*_env = "NAME"`), and `Settings.secret()` reads it. Every validation error names the key and
+what is expected, so a user can fix the file without reading code.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+
+DEFAULT_CONFIG = "config.toml"
+SECRET_WORDS = ("password", "secret", "token", "api_key", "access_key")
+
+
+class ConfigError(Exception):
+    """A configuration problem a user can fix; the message says where and how."""
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)")
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(value: Any) -> timedelta:
+    """`"90s"`, `"10m"`, `"1h30m"`, `"7d"`, or a number of seconds."""
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
+        return timedelta(seconds=value)
+    if isinstance(value, str):
+        text = value.strip().lower()
+        parts = _DURATION.findall(text)
+        if parts and _DURATION.sub("", text).strip() == "":
+            return timedelta(seconds=sum(float(n) * _UNITS[u] for n, u in parts))
+    raise ValueError(f'expected a duration such as "30s", "10m", "2h" or "7d", got {value!r}')
+
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class BriefsConfig(Section):
+    folders: list[str] = ["seeds"]
+    published_statuses: list[str] = ["published"]
+    required_sections: list[str] = []
+    max_file_bytes: int = Field(1_048_576, gt=0)
+
+
+class StateConfig(Section):
+    dir: str = ".briefbot"
+    database_url_env: str = "BRIEFBOT_DATABASE_URL"
+
+
+class PublishConfig(Section):
+    backfill: Duration | Literal["all"] = timedelta(days=2)
+    max_per_run: int = Field(20, ge=1)
+    min_gap: Duration = timedelta(0)
+    max_attempts: int = Field(5, ge=1)
+    retry_base: Duration = timedelta(minutes=1)
+    retry_max: Duration = timedelta(hours=6)
+    lease: Duration = timedelta(minutes=10)
+
+    @field_validator("backfill", mode="before")
+    @classmethod
+    def _backfill(cls, value: Any) -> Any:
+        return value if value == "all" else parse_duration(value)
+
+
+class ScheduleConfig(Section):
+    publish: str = "10m"
+    digest: str = "mon 08:00"
+
+
+class ChannelConfig(BaseModel):
+    """Common settings of a channel instance; the rest belong to its adapter."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    type: str
+    enabled: bool = True
+    unknown_policy: Literal["skip", "resend"] = "skip"
+    max_per_run: int | None = Field(None, ge=1)
+    min_gap: Duration | None = None
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class Config(Section):
+    timezone: str = "UTC"
+    templates: str = "templates"
+    briefs: BriefsConfig = BriefsConfig()
+    state: StateConfig = StateConfig()
+    publish: PublishConfig = PublishConfig()
+    schedule: ScheduleConfig = ScheduleConfig()
+    channels: dict[str, ChannelConfig] = {}
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f'expected an IANA time zone such as "Europe/London", got {value!r}'
+            ) from None
+        return value
+
+
+class Settings:
+    """A loaded configuration with its paths resolved against the config file's folder."""
+
+    def __init__(self, config: Config, path: Path | None):
+        self.config = config
+        self.path = path
+        self.root = path.parent if path else Path.cwd()
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.config.timezone)
+
+    def resolve(self, value: str | Path) -> Path:
+        return (self.root / Path(value).expanduser()).resolve()
+
+    @property
+    def brief_folders(self) -> list[Path]:
+        return [self.resolve(folder) for folder in self.config.briefs.folders]
+
+    @property
+    def state_dir(self) -> Path:
+        return self.resolve(self.config.state.dir)
+
+    @property
+    def database_url(self) -> str:
+        url = os.environ.get(self.config.state.database_url_env, "").strip()
+        return url or f"sqlite:///{self.state_dir / 'ledger.sqlite3'}"
+
+    @staticmethod
+    def secret(env_name: str, *, what: str) -> str:
+        """Read a secret from the environment; the error names the variable, never a value."""
+        value = os.environ.get(env_name, "")
+        if not value:
+            raise ConfigError(f"{what}: environment variable {env_name} is not set; export it")
+        return value
+
+    def redacted(self) -> dict[str, Any]:
+        """The effective configuration as plain data, safe to print."""
+        data = self.config.model_dump(mode="json")
+        data["state"]["database_url"] = redact_url(self.database_url)
+        return data
+
+
+def redact_url(url: str) -> str:
+    return re.sub(r"(//[^:/@]+:)[^@]*@", r"\1***@", url)
+
+
+def _format_errors(source: str, error: ValidationError) -> str:
+    lines = []
+    for item in error.errors():
+        key = ".".join(str(part) for part in item["loc"])
+        kind = item["type"]
+        if kind == "extra_forbidden":
+            lines.append(f"{source}: unknown key `{key}`; remove it or check its spelling")
+        elif kind == "missing":
+            lines.append(f"{source}: `{key}` is required")
+        else:
+            got = item.get("input")
+            message = item["msg"].removeprefix("Value error, ")
+            lines.append(f"{source}: `{key}`: {message} (got {got!r})")
+    return "\n".join(lines)
+
+
+def _refuse_inline_secrets(source: str, data: Any, prefix: str = "") -> None:
+    if not isinstance(data, dict):
+        return
+    for key, value in data.items():
+        where = f"{prefix}{key}"
+        if isinstance(value, dict):
+            _refuse_inline_secrets(source, value, f"{where}.")
+        elif any(word in key.lower() for word in SECRET_WORDS) and not key.endswith("_env"):
+            raise ConfigError(
+                f"{source}: `{where}` looks like a secret; secrets never go in the config file. "
+                f'Write `{key}_env = "SOME_VARIABLE"` and export SOME_VARIABLE instead'
+            )
+
+
+def parse_config(data: dict[str, Any], source: str = DEFAULT_CONFIG) -> Config:
+    _refuse_inline_secrets(source, data)
+    try:
+        return Config.model_validate(data)
+    except ValidationError as error:
+        raise ConfigError(_format_errors(source, error)) from None
+
+
+def load_settings(path: str | Path | None = None) -> Settings:
+    """Load `path`, else `$BRIEFBOT_CONFIG`, else `./config.toml`, else built-in defaults."""
+    chosen = path or os.environ.get("BRIEFBOT_CONFIG")
+    candidate = Path(chosen) if chosen else Path(DEFAULT_CONFIG)
+    if not candidate.exists():
+        if chosen:
+            raise ConfigError(f"{candidate}: no such configuration file")
+        return Settings(Config(), None)
+    try:
+        data = tomllib.loads(candidate.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+        raise ConfigError(f"{candidate}: not valid TOML: {error}") from None
+    _load_dotenv(candidate.parent)
+    return Settings(parse_config(data, str(candidate)), candidate.resolve())
+
+
+def _load_dotenv(folder: Path) -> None:
+    """Secrets may also live in a `.env` next to the config (never committed)."""
+    env_file = folder / ".env"
+    if env_file.is_file():
+        from dotenv import load_dotenv
+
+        load_dotenv(env_file, override=False)

@@ -1,0 +1,304 @@
+"""Hero images: fetch (or read) them safely, then re-encode them to fit each network's limits."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import math
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import requests
+from PIL import Image, UnidentifiedImageError
+
+BLUESKY_MAX_BYTES = 1_000_000
+X_MAX_BYTES = 5_000_000
+# Mastodon instances advertise their real limit; this is only the stock default.
+MASTODON_DEFAULT_MAX_BYTES = 16_000_000
+
+# Largest image we agree to decode. Pillow's default guard (~89 MP) rejects legitimate
+# 12,000 x 12,000 camera/stock images, so we raise it once and enforce our own cap instead.
+MAX_PIXELS = 200_000_000
+if Image.MAX_IMAGE_PIXELS is not None and Image.MAX_IMAGE_PIXELS < MAX_PIXELS:
+    Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+
+# Only web formats: keeps exotic decoders (EPS runs Ghostscript, etc.) away from fetched bytes.
+_FORMATS = ("JPEG", "PNG", "GIF", "WEBP")
+_MIME = {"JPEG": "image/jpeg", "PNG": "image/png", "GIF": "image/gif", "WEBP": "image/webp"}
+_JPEG_QUALITIES = (90, 82, 74, 66, 58)
+_MIN_SIDE = 16
+# EXIF orientation -> the transpose that makes the pixels upright (as ImageOps.exif_transpose).
+_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+_CHUNK = 64 * 1024
+# A read timeout is per socket read; this caps a slow-drip download overall.
+_TOTAL_DEADLINE_FACTOR = 6
+_USER_AGENT = "briefbot (hero image fetch)"
+
+
+class ImageError(Exception):
+    """A hero image could not be loaded or fitted; the message says what to fix."""
+
+
+@dataclass(frozen=True)
+class ProcessedImage:
+    """Image bytes ready to upload, plus what was done to them."""
+
+    data: bytes
+    mime: str
+    width: int
+    height: int
+    original_size: int
+    resized: bool
+
+
+def load_image(
+    source: str,
+    *,
+    base_dir: Path,
+    cache_dir: Path,
+    max_bytes: int = 20_000_000,
+    timeout: float = 10,
+) -> bytes:
+    """Return the bytes of an http(s) URL or a local path, checked to be a real image.
+
+    URLs are cached in ``cache_dir`` by the sha256 of the URL so a re-run does not refetch.
+    Relative paths are resolved against ``base_dir`` (the brief's folder).
+    """
+    scheme = urlsplit(source).scheme.lower()
+    if scheme in ("http", "https"):
+        return _load_url(source, cache_dir=cache_dir, max_bytes=max_bytes, timeout=timeout)
+    if scheme:
+        raise ImageError(
+            f"Image source {source!r} uses the unsupported scheme {scheme!r}: "
+            "use an http(s) URL or a path relative to the brief."
+        )
+    return _load_path(source, base_dir=base_dir, max_bytes=max_bytes)
+
+
+def fit_image(
+    data: bytes,
+    *,
+    max_bytes: int,
+    max_pixels: int | None = None,
+    max_side: int | None = None,
+    source: str = "(in memory)",
+) -> ProcessedImage:
+    """Re-encode an image so it fits a network's byte/pixel/side limits.
+
+    Orientation from EXIF is applied, then all metadata is dropped (only the ICC colour profile
+    is kept). Transparent images stay PNG when that fits; everything else becomes JPEG, stepping
+    quality down first and then scaling down, always keeping the aspect ratio. ``source`` only
+    names the image in error messages.
+    """
+    # Not closed on purpose: the source is an in-memory buffer, and closing would free the
+    # pixels we hand on without a copy.
+    im = _open(data, source)
+    orig_w, orig_h = im.size
+    orientation = im.getexif().get(0x0112, 1)
+    icc = im.info.get("icc_profile")
+    scale = _limit_scale(orig_w, orig_h, max_pixels, max_side)
+    target = (max(1, round(orig_w * scale)), max(1, round(orig_h * scale)))
+    try:
+        if im.format == "JPEG":
+            # Let libjpeg decode at 1/2, 1/4 or 1/8 size: big photos never fully hit memory.
+            im.draft(None, target)
+        im.load()
+        base = _normalise_mode(im)
+        if base.size != target:
+            base = base.resize(target, Image.Resampling.LANCZOS, reducing_gap=3.0)
+        if orientation in _TRANSPOSE:
+            base = base.transpose(_TRANSPOSE[orientation])
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        raise ImageError(
+            f"Image {source} could not be decoded ({exc}); re-save it as a JPEG or PNG."
+        ) from exc
+    base.info = {}
+    oriented_orig = (orig_h, orig_w) if orientation in (5, 6, 7, 8) else (orig_w, orig_h)
+
+    def result(payload: bytes, mime: str, img: Image.Image) -> ProcessedImage:
+        return ProcessedImage(
+            data=payload,
+            mime=mime,
+            width=img.width,
+            height=img.height,
+            original_size=len(data),
+            resized=img.size != oriented_orig,
+        )
+
+    if base.mode == "RGBA":
+        png = _encode(base, "PNG", icc)
+        if len(png) <= max_bytes:
+            return result(png, "image/png", base)
+        base = _flatten(base)
+
+    img = base
+    while True:
+        size = 0
+        for quality in _JPEG_QUALITIES:
+            jpeg = _encode(img, "JPEG", icc, quality=quality)
+            size = len(jpeg)
+            if size <= max_bytes:
+                return result(jpeg, "image/jpeg", img)
+        # Bytes scale roughly with pixel count; aim a bit under the limit.
+        factor = min(0.9, max(0.3, math.sqrt(max_bytes / size) * 0.9))
+        new_w = round(img.width * factor)
+        new_h = round(new_w * base.height / base.width)
+        if min(new_w, new_h) < _MIN_SIDE:
+            raise ImageError(
+                f"Image {source} cannot be made smaller than {max_bytes} bytes; "
+                "use a simpler image."
+            )
+        img = base.resize((new_w, new_h), Image.Resampling.LANCZOS, reducing_gap=3.0)
+
+
+def _load_url(url: str, *, cache_dir: Path, max_bytes: int, timeout: float) -> bytes:
+    """Fetch with bounded size and time, caching only bytes that proved to be an image."""
+    cache_file = cache_dir / hashlib.sha256(url.encode()).hexdigest()
+    if cache_file.is_file():
+        cached = cache_file.read_bytes()
+        try:
+            _check_image(cached, url)
+            return cached
+        except ImageError:
+            cache_file.unlink(missing_ok=True)  # corrupt cache entry: fetch again
+
+    data = _download(url, max_bytes=max_bytes, timeout=timeout)
+    _check_image(data, url)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=cache_dir, prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, cache_file)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return data
+
+
+def _download(url: str, *, max_bytes: int, timeout: float) -> bytes:
+    deadline = time.monotonic() + timeout * _TOTAL_DEADLINE_FACTOR
+    headers = {"User-Agent": _USER_AGENT, "Accept": "image/*"}
+    try:
+        with requests.get(url, headers=headers, stream=True, timeout=(timeout, timeout)) as resp:
+            if resp.status_code >= 400:
+                raise ImageError(
+                    f"Image {url} answered HTTP {resp.status_code} {resp.reason}; "
+                    "check the URL in the brief."
+                )
+            length = resp.headers.get("Content-Length", "")
+            if length.isdigit() and int(length) > max_bytes:
+                raise _too_big(url, max_bytes)
+            buf = bytearray()
+            for chunk in resp.iter_content(_CHUNK):
+                buf += chunk
+                if len(buf) > max_bytes:
+                    raise _too_big(url, max_bytes)
+                if time.monotonic() > deadline:
+                    raise ImageError(
+                        f"Image {url} took too long to download; host it somewhere faster."
+                    )
+            return bytes(buf)
+    except requests.RequestException as exc:
+        raise ImageError(
+            f"Image {url} could not be fetched ({exc.__class__.__name__}: {exc}); "
+            "check the URL and your connection."
+        ) from exc
+
+
+def _load_path(source: str, *, base_dir: Path, max_bytes: int) -> bytes:
+    path = Path(source).expanduser()
+    if not path.is_absolute():
+        path = base_dir / path
+    try:
+        size = path.stat().st_size
+        if size > max_bytes:
+            raise _too_big(source, max_bytes)
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ImageError(
+            f"Image file {source!r} could not be read at {path} ({exc.strerror}); "
+            "paths are relative to the brief's folder."
+        ) from exc
+    _check_image(data, source)
+    return data
+
+
+def _too_big(source: str, max_bytes: int) -> ImageError:
+    return ImageError(f"Image {source} is larger than {max_bytes} bytes; use a smaller file.")
+
+
+def _check_image(data: bytes, source: str) -> str:
+    """Sniff the real format from the bytes (never trust a server's Content-Type)."""
+    with _open(data, source) as im:
+        return _MIME[im.format or ""]
+
+
+def _open(data: bytes, source: str) -> Image.Image:
+    """Open lazily (header only), rejecting non-images and decompression bombs."""
+    try:
+        im = Image.open(io.BytesIO(data), formats=_FORMATS)
+    except Image.DecompressionBombError as exc:
+        raise _bomb(source) from exc
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        raise ImageError(
+            f"Image {source} is not a JPEG, PNG, GIF or WebP file; "
+            "link the image file itself, not a web page."
+        ) from exc
+    if im.width * im.height > MAX_PIXELS:
+        im.close()
+        raise _bomb(source)
+    return im
+
+
+def _bomb(source: str) -> ImageError:
+    return ImageError(f"Image {source} has more than {MAX_PIXELS:,} pixels; use a smaller image.")
+
+
+def _limit_scale(w: int, h: int, max_pixels: int | None, max_side: int | None) -> float:
+    scale = 1.0
+    if max_side is not None and max(w, h) > max_side:
+        scale = min(scale, max_side / max(w, h))
+    if max_pixels is not None and w * h > max_pixels:
+        scale = min(scale, math.sqrt(max_pixels / (w * h)))
+    return scale
+
+
+def _normalise_mode(im: Image.Image) -> Image.Image:
+    """RGBA if the image has any transparency, else RGB or L (what JPEG can hold)."""
+    if im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in im.info:
+        return im.convert("RGBA")
+    if im.mode in ("RGB", "L"):
+        return im
+    if im.mode == "1":
+        return im.convert("L")
+    return im.convert("RGB")
+
+
+def _flatten(im: Image.Image) -> Image.Image:
+    """Put a transparent image on white, so JPEG does not turn see-through areas black."""
+    background = Image.new("RGB", im.size, (255, 255, 255))
+    background.paste(im, mask=im.getchannel("A"))
+    return background
+
+
+def _encode(im: Image.Image, fmt: str, icc: bytes | None, *, quality: int = 90) -> bytes:
+    """Save without EXIF/XMP/text chunks; the ICC profile is colour data, so it stays."""
+    buf = io.BytesIO()
+    options: dict[str, object] = {"icc_profile": icc} if icc else {}
+    if fmt == "JPEG":
+        options.update(quality=quality, optimize=True, progressive=True)
+    im.save(buf, fmt, **options)
+    return buf.getvalue()

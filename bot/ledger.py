@@ -1,0 +1,413 @@
+"""The sent-log: one row per delivery key `(campaign, channel, recipient)`.
+
+The unique constraint on that key *is* the lock. A worker claims a key with one atomic
+`INSERT ... ON CONFLICT DO NOTHING` before it calls the outside world, then records the outcome
+with one update that only matches while it still holds the claim. The network call happens
+outside any transaction. A claim whose lease runs out (its worker died) becomes `unknown`.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    Column,
+    DateTime,
+    Engine,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    event,
+    func,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.engine import make_url
+
+SCHEMA_VERSION = 1
+STATES = ("claimed", "sent", "failed", "dead", "skipped", "unknown")
+
+metadata = MetaData()
+
+meta = Table(
+    "briefbot_meta",
+    metadata,
+    Column("key", String(100), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+deliveries = Table(
+    "deliveries",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("campaign", String(300), nullable=False),
+    Column("channel", String(100), nullable=False),
+    Column("recipient", String(320), nullable=False, default=""),
+    Column("state", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", DateTime(timezone=True)),
+    Column("last_error", Text),
+    Column("remote_id", String(300)),
+    Column("remote_url", Text),
+    Column("content_hash", String(64)),
+    Column("worker", String(200)),
+    Column("lease_until", DateTime(timezone=True)),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("sent_at", DateTime(timezone=True)),
+    UniqueConstraint("campaign", "channel", "recipient", name="uq_delivery_key"),
+    Index("ix_deliveries_state", "state", "next_attempt_at"),
+)
+
+# Each entry upgrades the schema from version N-1 to N; `metadata.create_all` makes new tables.
+MIGRATIONS: dict[int, Callable[[Any], None]] = {}
+
+
+@dataclass(frozen=True)
+class DeliveryKey:
+    campaign: str
+    channel: str
+    recipient: str = ""
+
+    def __str__(self) -> str:
+        return "|".join((self.campaign, self.channel, self.recipient)).rstrip("|")
+
+    @classmethod
+    def parse(cls, text: str) -> DeliveryKey:
+        """`brief:ID|channel[|recipient]`, as `status` prints keys."""
+        parts = text.split("|")
+        if len(parts) not in (2, 3) or not all(parts[:2]):
+            raise ValueError(f"{text!r} is not a delivery key; write CAMPAIGN|CHANNEL[|RECIPIENT]")
+        return cls(*parts)
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """A row of the sent-log."""
+
+    id: int
+    key: DeliveryKey
+    state: str
+    attempts: int
+    next_attempt_at: datetime | None
+    last_error: str | None
+    remote_id: str | None
+    remote_url: str | None
+    content_hash: str | None
+    worker: str | None
+    lease_until: datetime | None
+    created_at: datetime
+    updated_at: datetime
+    sent_at: datetime | None
+
+    def as_dict(self) -> dict[str, Any]:
+        data = {k: v for k, v in self.__dict__.items() if k != "key"}
+        data.update(key=str(self.key), campaign=self.key.campaign, channel=self.key.channel,
+                    recipient=self.key.recipient)
+        return {k: v.isoformat() if isinstance(v, datetime) else v for k, v in data.items()}
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _row(row: Any) -> Delivery:
+    m = row._mapping
+    return Delivery(
+        id=m["id"],
+        key=DeliveryKey(m["campaign"], m["channel"], m["recipient"]),
+        state=m["state"],
+        attempts=m["attempts"],
+        next_attempt_at=_utc(m["next_attempt_at"]),
+        last_error=m["last_error"],
+        remote_id=m["remote_id"],
+        remote_url=m["remote_url"],
+        content_hash=m["content_hash"],
+        worker=m["worker"],
+        lease_until=_utc(m["lease_until"]),
+        created_at=_utc(m["created_at"]),
+        updated_at=_utc(m["updated_at"]),
+        sent_at=_utc(m["sent_at"]),
+    )
+
+
+def make_worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+def wall_clock() -> datetime:
+    return datetime.now(UTC)
+
+
+def create_ledger_engine(url: str, *, create_folder: bool = True) -> Engine:
+    """An engine tuned for the sent-log: SQLite in WAL mode with `BEGIN IMMEDIATE`."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return create_engine(url, pool_pre_ping=True)
+    if parsed.database and parsed.database != ":memory:" and create_folder:
+        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url, connect_args={"timeout": 60})
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let us issue BEGIN ourselves, so every write transaction takes the lock up front.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA busy_timeout=60000")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+class Ledger:
+    """Claim, record and query deliveries. Safe across threads, processes and machines."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        worker: str | None = None,
+        lease: timedelta = timedelta(minutes=10),
+        clock: Callable[[], datetime] = wall_clock,
+        readonly: bool = False,
+    ):
+        self.url = url
+        self.worker = worker or make_worker_id()
+        self.lease = lease
+        self.clock = clock
+        self.readonly = readonly
+        self.engine = create_ledger_engine(url, create_folder=not readonly)
+        self._insert = self._dialect_insert()
+        if not readonly:
+            self.upgrade()
+
+    def _dialect_insert(self) -> Callable[..., Any]:
+        if self.engine.dialect.name == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+            return pg_insert
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        return sqlite_insert
+
+    @property
+    def exists(self) -> bool:
+        """False for a read-only ledger whose database has never been written."""
+        if self.engine.dialect.name == "sqlite":
+            database = make_url(self.url).database
+            if database and database != ":memory:" and not Path(database).exists():
+                return False
+        from sqlalchemy import inspect
+
+        with self.engine.connect() as conn:
+            return inspect(conn).has_table("deliveries")
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- schema ---------------------------------------------------------------
+
+    def upgrade(self) -> int:
+        """Create or upgrade the schema in place; returns the version now in force."""
+        with self.engine.begin() as conn:
+            metadata.create_all(conn)
+            current = conn.execute(select(meta.c.value).where(meta.c.key == "schema_version"))
+            version = int(current.scalar() or 0)
+            if version == 0:
+                conn.execute(insert(meta).values(key="schema_version", value=str(SCHEMA_VERSION)))
+                return SCHEMA_VERSION
+            for target in range(version + 1, SCHEMA_VERSION + 1):
+                MIGRATIONS[target](conn)
+            if version < SCHEMA_VERSION:
+                conn.execute(
+                    update(meta).where(meta.c.key == "schema_version")
+                    .values(value=str(SCHEMA_VERSION))
+                )
+            return max(version, SCHEMA_VERSION)
+
+    # -- claiming and recording -------------------------------------------------
+
+    def claim(self, key: DeliveryKey, *, content_hash: str | None = None) -> bool:
+        """Atomically take a new key. False when someone already has (or had) it."""
+        now = self.clock()
+        statement = self._insert(deliveries).values(
+            campaign=key.campaign, channel=key.channel, recipient=key.recipient,
+            state="claimed", attempts=1, worker=self.worker, lease_until=now + self.lease,
+            content_hash=content_hash, created_at=now, updated_at=now,
+        ).on_conflict_do_nothing(index_elements=["campaign", "channel", "recipient"])
+        with self.engine.begin() as conn:
+            return conn.execute(statement).rowcount == 1
+
+    def reclaim(self, key: DeliveryKey, *, from_states: Iterable[str],
+                due_by: datetime | None = None, content_hash: str | None = None) -> bool:
+        """Take an existing key back (a retry, an unknown outcome) with one guarded update."""
+        now = self.clock()
+        condition = _key_filter(key) & deliveries.c.state.in_(list(from_states))
+        if due_by is not None:
+            condition &= (deliveries.c.next_attempt_at.is_(None)) | (
+                deliveries.c.next_attempt_at <= due_by
+            )
+        values: dict[str, Any] = dict(
+            state="claimed", worker=self.worker, lease_until=now + self.lease, updated_at=now,
+            attempts=deliveries.c.attempts + 1,
+        )
+        if content_hash:
+            values["content_hash"] = content_hash
+        with self.engine.begin() as conn:
+            return conn.execute(update(deliveries).where(condition).values(**values)).rowcount == 1
+
+    def _finish(self, key: DeliveryKey, **values: Any) -> bool:
+        values.setdefault("updated_at", self.clock())
+        condition = (
+            _key_filter(key)
+            & (deliveries.c.state == "claimed")
+            & (deliveries.c.worker == self.worker)
+        )
+        with self.engine.begin() as conn:
+            return conn.execute(
+                update(deliveries).where(condition).values(lease_until=None, **values)
+            ).rowcount == 1
+
+    def record_sent(self, key: DeliveryKey, *, remote_id: str | None = None,
+                    remote_url: str | None = None, note: str | None = None) -> bool:
+        """Record a receipt; False if this worker no longer holds the claim."""
+        return self._finish(key, state="sent", remote_id=remote_id, remote_url=remote_url,
+                            sent_at=self.clock(), last_error=note, next_attempt_at=None)
+
+    def record_failure(self, key: DeliveryKey, error: str, *,
+                       retry_at: datetime | None) -> bool:
+        """`retry_at` None means the delivery is dead (permanent, or out of attempts)."""
+        state = "failed" if retry_at else "dead"
+        return self._finish(key, state=state, last_error=error[:2000], next_attempt_at=retry_at)
+
+    def release(self, key: DeliveryKey, *, state: str = "unknown", note: str | None = None) -> bool:
+        """Give a claim back without an outcome (e.g. unknown outcome left to an operator)."""
+        return self._finish(key, state=state, last_error=note)
+
+    def renew(self, key: DeliveryKey) -> bool:
+        """Extend the lease of a claim still in progress."""
+        return self._finish(key, state="claimed", lease_until=self.clock() + self.lease)
+
+    def mark_skipped(self, key: DeliveryKey, reason: str, *, content_hash: str | None = None,
+                     replace: bool = False) -> bool:
+        """Record that a key is never to be sent. With `replace`, also over a non-sent row."""
+        now = self.clock()
+        statement = self._insert(deliveries).values(
+            campaign=key.campaign, channel=key.channel, recipient=key.recipient,
+            state="skipped", attempts=0, last_error=reason, content_hash=content_hash,
+            created_at=now, updated_at=now,
+        ).on_conflict_do_nothing(index_elements=["campaign", "channel", "recipient"])
+        with self.engine.begin() as conn:
+            if conn.execute(statement).rowcount == 1:
+                return True
+            if not replace:
+                return False
+            return conn.execute(
+                update(deliveries)
+                .where(_key_filter(key) & deliveries.c.state.notin_(["sent", "claimed"]))
+                .values(state="skipped", last_error=reason, updated_at=now,
+                        next_attempt_at=None)
+            ).rowcount == 1
+
+    def expire_leases(self) -> int:
+        """Claims whose worker died become `unknown`; returns how many."""
+        now = self.clock()
+        with self.engine.begin() as conn:
+            return conn.execute(
+                update(deliveries)
+                .where((deliveries.c.state == "claimed") & (deliveries.c.lease_until < now))
+                .values(state="unknown", updated_at=now, worker=None, lease_until=None,
+                        last_error="the worker holding this claim stopped before recording "
+                        "an outcome")
+            ).rowcount
+
+    def requeue(self, key: DeliveryKey | None = None, *, states: Iterable[str]) -> int:
+        """Make dead/unknown/failed deliveries due again (an operator's `retry`)."""
+        now = self.clock()
+        condition = deliveries.c.state.in_(list(states))
+        if key is not None:
+            condition &= _key_filter(key)
+        with self.engine.begin() as conn:
+            return conn.execute(
+                update(deliveries).where(condition)
+                .values(state="failed", next_attempt_at=now, attempts=0, updated_at=now)
+            ).rowcount
+
+    # -- queries ------------------------------------------------------------------
+
+    def get(self, key: DeliveryKey) -> Delivery | None:
+        if self.readonly and not self.exists:
+            return None
+        with self.engine.connect() as conn:
+            row = conn.execute(select(deliveries).where(_key_filter(key))).first()
+        return _row(row) if row else None
+
+    def for_channel(self, channel: str, campaign_prefix: str = "") -> dict[str, Delivery]:
+        """All rows of a channel (recipient-less), by campaign: one query per run."""
+        if self.readonly and not self.exists:
+            return {}
+        condition = (deliveries.c.channel == channel) & (deliveries.c.recipient == "")
+        if campaign_prefix:
+            condition &= deliveries.c.campaign.startswith(campaign_prefix)
+        with self.engine.connect() as conn:
+            return {r.campaign: _row(r) for r in conn.execute(select(deliveries).where(condition))}
+
+    def last_sent_at(self, channel: str) -> datetime | None:
+        if self.readonly and not self.exists:
+            return None
+        with self.engine.connect() as conn:
+            value = conn.execute(
+                select(func.max(deliveries.c.sent_at)).where(deliveries.c.channel == channel)
+            ).scalar()
+        return _utc(value)
+
+    def deliveries(self, *, states: Iterable[str] | None = None,
+                   campaign_prefix: str = "") -> Iterator[Delivery]:
+        if self.readonly and not self.exists:
+            return
+        query = select(deliveries).order_by(deliveries.c.updated_at, deliveries.c.id)
+        if states is not None:
+            query = query.where(deliveries.c.state.in_(list(states)))
+        if campaign_prefix:
+            query = query.where(deliveries.c.campaign.startswith(campaign_prefix))
+        with self.engine.connect() as conn:
+            for row in conn.execute(query):
+                yield _row(row)
+
+    def counts(self) -> dict[str, int]:
+        if self.readonly and not self.exists:
+            return {}
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(deliveries.c.state, func.count()).group_by(deliveries.c.state)
+            )
+            return {state: count for state, count in rows}
+
+
+def _key_filter(key: DeliveryKey) -> Any:
+    return (
+        (deliveries.c.campaign == key.campaign)
+        & (deliveries.c.channel == key.channel)
+        & (deliveries.c.recipient == key.recipient)
+    )

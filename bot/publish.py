@@ -1,0 +1,275 @@
+"""Orchestration: select due briefs → claim → render → send → record.
+
+All decisions about *what* goes out live here, as plain functions of an explicit `now`; the
+scheduler only decides *when* they run.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from bot.briefs import Brief, BriefReader, Problem
+from bot.channels import (
+    CannotReconcile,
+    Channel,
+    ChannelError,
+    Message,
+    PermanentError,
+    TransientError,
+    open_channels,
+)
+from bot.config import Settings
+from bot.ledger import Delivery, DeliveryKey, Ledger
+
+FAILED_STATES = {"failed", "dead", "unknown", "error"}
+
+
+@dataclass
+class Outcome:
+    brief_id: str
+    channel: str
+    state: str  # sent, failed, dead, unknown, skipped, queued, would-send, error
+    detail: str = ""
+    url: str | None = None
+    message: Message | None = None
+
+    def as_dict(self) -> dict[str, object]:
+        data: dict[str, object] = {
+            "brief": self.brief_id, "channel": self.channel, "state": self.state,
+            "detail": self.detail, "url": self.url,
+        }
+        if self.message is not None:
+            data.update(text=self.message.text, length=self.message.length,
+                        limit=self.message.limit, notes=list(self.message.notes))
+        return data
+
+
+@dataclass
+class RunReport:
+    now: datetime
+    dry_run: bool = False
+    outcomes: list[Outcome] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+
+    def add(self, brief: Brief, channel: Channel, state: str, detail: str = "",
+            url: str | None = None, message: Message | None = None) -> None:
+        self.outcomes.append(Outcome(brief.id, channel.name, state, detail, url, message))
+
+    def count(self, state: str) -> int:
+        return sum(1 for o in self.outcomes if o.state == state)
+
+    @property
+    def failed(self) -> bool:
+        return any(o.state in FAILED_STATES for o in self.outcomes)
+
+    def summary(self) -> str:
+        if not self.outcomes:
+            return "nothing to send: every due brief has already gone out"
+        order = ("would-send", "sent", "queued", "skipped", "failed", "dead", "unknown", "error")
+        parts = [f"{self.count(s)} {s}" for s in order if self.count(s)]
+        return ", ".join(parts)
+
+
+def backoff(attempts: int, base: timedelta, cap: timedelta, rng: Callable[[], float]) -> timedelta:
+    """Exponential backoff with full jitter over the upper half, so workers spread out."""
+    ceiling = min(cap, base * (2 ** max(attempts - 1, 0)))
+    return ceiling * (0.5 + rng() / 2)
+
+
+class Publisher:
+    """Publishes due briefs on every enabled channel. Keeps the reader's cache between runs."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        ledger: Ledger,
+        channels: dict[str, Channel],
+        *,
+        reader: BriefReader | None = None,
+        should_stop: Callable[[], bool] = lambda: False,
+        rng: Callable[[], float] = random.random,
+    ):
+        self.settings = settings
+        self.ledger = ledger
+        self.channels = channels
+        cfg = settings.config
+        self.reader = reader or BriefReader(
+            tz=settings.tz,
+            max_bytes=cfg.briefs.max_file_bytes,
+            required_sections=cfg.briefs.required_sections,
+            published_statuses=cfg.briefs.published_statuses,
+        )
+        self.should_stop = should_stop
+        self.rng = rng
+
+    def due_briefs(self, now: datetime, report: RunReport) -> list[Brief]:
+        scan = self.reader.scan(self.settings.brief_folders)
+        report.problems.extend(p for p in scan.problems if p.severity == "error")
+        statuses = self.settings.config.briefs.published_statuses
+        due = [
+            b for b in scan.briefs
+            if b.is_publishable(statuses) and b.published_at and b.published_at <= now
+        ]
+        return sorted(due, key=lambda b: (b.published_at, b.id))
+
+    def publish_due(self, now: datetime, *, dry_run: bool = False) -> RunReport:
+        report = RunReport(now=now, dry_run=dry_run)
+        due = self.due_briefs(now, report)
+        if not dry_run:
+            self.ledger.expire_leases()
+        for channel in self.channels.values():
+            if channel.posts_briefs:
+                self._publish_channel(channel, due, now, report, dry_run)
+        return report
+
+    def _before_backfill(self, brief: Brief, now: datetime) -> bool:
+        window = self.settings.config.publish.backfill
+        return window != "all" and brief.published_at is not None and (
+            brief.published_at < now - window
+        )
+
+    def _budget(self, channel: Channel) -> int:
+        publish = self.settings.config.publish
+        budget = channel.config.max_per_run or publish.max_per_run
+        gap = channel.config.min_gap if channel.config.min_gap is not None else publish.min_gap
+        if gap:
+            last = self.ledger.last_sent_at(channel.name)
+            if last and self.ledger.clock() - last < gap:
+                return 0
+            budget = 1
+        return budget
+
+    def _publish_channel(self, channel: Channel, due: list[Brief], now: datetime,
+                         report: RunReport, dry_run: bool) -> None:
+        rows = self.ledger.for_channel(channel.name, "brief:")
+        work: list[tuple[Brief, DeliveryKey, Delivery | None]] = []
+        for brief in due:
+            key = DeliveryKey(f"brief:{brief.id}", channel.name)
+            row = rows.get(key.campaign)
+            if row is None:
+                if self._before_backfill(brief, now):
+                    reason = "published before the backfill window when the bot first saw it"
+                    if not dry_run:
+                        self.ledger.mark_skipped(key, reason, content_hash=brief.content_hash)
+                    report.add(brief, channel, "skipped", reason)
+                    continue
+                work.append((brief, key, None))
+            elif row.state == "failed":
+                if row.next_attempt_at is None or row.next_attempt_at <= now:
+                    work.append((brief, key, row))
+                else:
+                    report.add(brief, channel, "queued",
+                               f"retry {row.attempts + 1} at {row.next_attempt_at:%Y-%m-%d %H:%M} "
+                               f"UTC after: {row.last_error}")
+            elif row.state == "unknown":
+                if channel.config.unknown_policy == "skip" and not _can_reconcile(channel):
+                    report.add(brief, channel, "unknown",
+                               "outcome unknown after a crash; `briefbot retry` to resend or "
+                               "`briefbot skip` to drop it")
+                else:
+                    work.append((brief, key, row))
+        budget = len(work) if dry_run else self._budget(channel)
+        for index, (brief, key, row) in enumerate(work):
+            if index >= budget or self.should_stop():
+                report.add(brief, channel, "queued", "paced: waits for the next run")
+                continue
+            self._deliver(channel, brief, key, row, now, report, dry_run)
+
+    def _deliver(self, channel: Channel, brief: Brief, key: DeliveryKey, row: Delivery | None,
+                 now: datetime, report: RunReport, dry_run: bool) -> None:
+        if dry_run:
+            try:
+                message = channel.render(brief, key)
+            except Exception as error:  # noqa: BLE001 - one broken brief must not stop a run
+                report.add(brief, channel, "error", f"cannot render: {error}")
+                return
+            report.add(brief, channel, "would-send", message.text, message=message)
+            return
+
+        if row is None:
+            claimed = self.ledger.claim(key, content_hash=brief.content_hash)
+        elif row.state == "failed":
+            claimed = self.ledger.reclaim(key, from_states=["failed"], due_by=now)
+        else:
+            claimed = self.ledger.reclaim(key, from_states=["unknown"])
+        if not claimed:
+            return  # another worker has it: its outcome is its own to report
+        attempts = (row.attempts if row else 0) + 1
+
+        try:
+            message = channel.render(brief, key)
+        except Exception as error:  # noqa: BLE001
+            detail = f"cannot render: {error}"
+            self.ledger.record_failure(key, detail, retry_at=None)
+            report.add(brief, channel, "dead", detail)
+            return
+
+        if row is not None and row.state == "unknown":
+            try:
+                receipt = channel.reconcile(message)
+            except CannotReconcile as error:
+                if channel.config.unknown_policy == "skip":
+                    self.ledger.release(key, note=f"outcome unknown: {error}")
+                    report.add(brief, channel, "unknown", str(error))
+                    return
+                receipt = None
+            except ChannelError as error:
+                self.ledger.release(key, note=f"reconcile failed: {error}")
+                report.add(brief, channel, "unknown", f"reconcile failed: {error}")
+                return
+            if receipt is not None:
+                self.ledger.record_sent(key, remote_id=receipt.remote_id, remote_url=receipt.url,
+                                        note="reconciled after an unknown outcome")
+                report.add(brief, channel, "sent", "reconciled: it had gone out", receipt.url)
+                return
+
+        try:
+            receipt = channel.send(message)
+        except PermanentError as error:
+            self.ledger.record_failure(key, str(error), retry_at=None)
+            report.add(brief, channel, "dead", str(error))
+        except (TransientError, ChannelError, OSError) as error:
+            self._retry_later(key, brief, channel, attempts, error, now, report)
+        else:
+            self.ledger.record_sent(key, remote_id=receipt.remote_id, remote_url=receipt.url)
+            report.add(brief, channel, "sent", receipt.note or "", receipt.url, message)
+
+    def _retry_later(self, key: DeliveryKey, brief: Brief, channel: Channel, attempts: int,
+                     error: Exception, now: datetime, report: RunReport) -> None:
+        publish = self.settings.config.publish
+        if attempts >= publish.max_attempts:
+            detail = f"gave up after {attempts} attempts: {error}"
+            self.ledger.record_failure(key, detail, retry_at=None)
+            report.add(brief, channel, "dead", detail)
+            return
+        after = getattr(error, "retry_after", None)
+        delay = (timedelta(seconds=after) if after is not None
+                 else backoff(attempts, publish.retry_base, publish.retry_max, self.rng))
+        retry_at = now + delay
+        self.ledger.record_failure(key, str(error), retry_at=retry_at)
+        report.add(brief, channel, "failed",
+                   f"{error} (attempt {attempts} of {publish.max_attempts}; retry at "
+                   f"{retry_at:%Y-%m-%d %H:%M:%S} UTC)")
+
+
+def _can_reconcile(channel: Channel) -> bool:
+    return type(channel).reconcile is not Channel.reconcile
+
+
+def open_ledger(settings: Settings, *, readonly: bool = False) -> Ledger:
+    return Ledger(settings.database_url, lease=settings.config.publish.lease, readonly=readonly)
+
+
+def publish_due(settings: Settings, now: datetime, *, dry_run: bool = False) -> RunReport:
+    """One publishing run with fresh connections: what `briefbot run --once` does."""
+    ledger = open_ledger(settings, readonly=dry_run)
+    channels = open_channels(settings)
+    try:
+        return Publisher(settings, ledger, channels).publish_due(now, dry_run=dry_run)
+    finally:
+        for channel in channels.values():
+            channel.close()
+        ledger.close()

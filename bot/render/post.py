@@ -1,0 +1,68 @@
+"""A brief → a social post for one network: its Jinja template, fitted to the network's rules."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from bot.briefs import Brief, clean_text
+from bot.channels.base import Message
+from bot.config import Settings
+from bot.ledger import DeliveryKey
+from bot.render import fit
+from bot.render.templates import template_env
+
+RULES = {
+    "generic": lambda options: fit.GENERIC,
+    "x": lambda options: fit.X,
+    "mastodon": lambda options: fit.mastodon_rules(int(options.get("max_characters", 500))),
+    "bluesky": lambda options: fit.BLUESKY,
+}
+
+
+def hashtags_for(brief: Brief, options: dict[str, Any]) -> list[str]:
+    """`#Category #tag ...` as configured (`hashtags = "category" | "tags" | "both" | "none"`)."""
+    mode = options.get("hashtags", "both")
+    words: list[str] = []
+    if mode in ("category", "both") and brief.category:
+        words.append(brief.category)
+    if mode in ("tags", "both"):
+        words.extend(brief.tags)
+    tags = ["#" + re.sub(r"[^\w]", "", word.title() if " " in word else word) for word in words]
+    return list(dict.fromkeys(t for t in tags if len(t) > 1))
+
+
+def render_post(brief: Brief, key: DeliveryKey, *, network: str, settings: Settings,
+                options: dict[str, Any]) -> Message:
+    if network not in RULES:
+        raise ValueError(f"unknown network {network!r}; use one of {', '.join(RULES)}")
+    rules = RULES[network](options)
+    template = template_env(settings).get_template(f"social/{network}.txt.j2")
+    url = brief.source_url or ""
+    utm = options.get("utm") or {}
+    if utm:
+        url = fit.add_utm(url, {str(k): str(v) for k, v in utm.items()})
+
+    def layout(title: str, shown_url: str, tags: list[str]) -> str:
+        return template.render(title=title, url=shown_url, hashtags=tags, brief=brief).strip()
+
+    fitted = fit.fit_post(
+        rules,
+        title=clean_text(brief.title or ""),
+        url=url,
+        hashtags=hashtags_for(brief, options),
+        render=layout,
+    )
+    return Message(
+        key=key,
+        kind="post",
+        text=fitted.text,
+        link=url,
+        image=brief.image,
+        image_alt=brief.image_alt,
+        length=fitted.length,
+        limit=fitted.limit,
+        notes=tuple(fitted.cut),
+        extra={"facets": fitted.facets, "title": brief.title, "summary": brief.summary,
+               "brief_path": str(brief.path)},
+    )

@@ -1,0 +1,101 @@
+"""Shared fixtures: a project folder with its own config, and real services on loopback."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from tests import pg
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLE = ROOT / "seeds" / "000_abc272253b24f11a.txt"
+
+
+def write_brief(folder: Path, name: str, *, title: str = "A title", status: str = "published",
+                published_at: str = "2026-11-20T09:00:00Z", url: str | None = None,
+                body: str = "## WHAT HAPPENED\nSomething happened. It matters.\n",
+                extra: str = "") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    url = url or f"https://example.org/{path.stem}"
+    path.write_text(
+        f"---\ntitle: {title!r}\nstatus: {status}\npublished_at: {published_at}\n"
+        f"source_url: {url}\ncategory: Research\n{extra}---\n\n{body}",
+        encoding="utf-8",
+    )
+    return path
+
+
+class Project:
+    """A temporary briefbot setup: config.toml, a briefs folder, state and outbox."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.briefs = root / "briefs"
+        self.briefs.mkdir(exist_ok=True)
+        self.config = root / "config.toml"
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("BRIEFBOT_")}
+        self.write_config()
+
+    def write_config(self, extra: str = "", channels: str | None = None,
+                     publish: str = 'backfill = "all"') -> None:
+        channels = channels if channels is not None else (
+            '[channels.outbox]\ntype = "outbox"\nfolder = "outbox"\n'
+        )
+        self.config.write_text(
+            textwrap.dedent(
+                f"""\
+                timezone = "UTC"
+                [briefs]
+                folders = ["briefs"]
+                [state]
+                dir = "state"
+                [publish]
+                {publish}
+                """
+            ) + extra + "\n" + channels,
+            encoding="utf-8",
+        )
+
+    def outbox(self, channel: str = "outbox") -> list[Path]:
+        folder = self.root / "outbox" / channel
+        return sorted(folder.glob("*.json")) if folder.exists() else []
+
+    def cli(self, *args: str, check: bool = False, env: dict[str, str] | None = None,
+            timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        """Run the real `briefbot` command in this project folder."""
+        result = subprocess.run(
+            [sys.executable, "-m", "bot", "--config", str(self.config), *args],
+            cwd=self.root, capture_output=True, text=True, timeout=timeout,
+            env={**self.env, **(env or {})}, stdin=subprocess.DEVNULL,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(f"briefbot {' '.join(args)} exited {result.returncode}:\n"
+                                 f"{result.stdout}\n{result.stderr}")
+        return result
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Project:
+    return Project(tmp_path)
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    if not pg.available():
+        if os.environ.get("CI"):
+            pytest.fail("PostgreSQL is required in CI: install postgresql or set "
+                        "BRIEFBOT_TEST_PG_URL")
+        pytest.skip("PostgreSQL binaries not found; set BRIEFBOT_TEST_PG_URL")
+    with pg.server() as url:
+        yield url
+
+
+@pytest.fixture
+def pg_url(pg_server: str) -> str:
+    return pg.fresh_database(pg_server)
