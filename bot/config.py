@@ -82,6 +82,30 @@ class ScheduleConfig(Section):
     digest: str = "mon 08:00"
 
 
+class EmailConfig(Section):
+    """What every email carries: sender, list identity, footer, unsubscribe endpoints."""
+
+    from_address: str = "briefbot digest <digest@briefbot.invalid>"
+    reply_to: str | None = None
+    list_id: str = "briefbot digest <digest.briefbot.invalid>"
+    list_name: str = "The weekly brief"
+    postal_address: str = "briefbot, 1 Example Street, 00000 Example City"
+    base_url: str = "http://127.0.0.1:8025"  # where `briefbot serve` answers, for links
+    unsubscribe_mailto: str | None = None
+    token_secret_env: str = "BRIEFBOT_TOKEN_SECRET"
+    period_days: int = Field(7, ge=1)  # a digest covers an ISO week by default
+    single_brief_email: bool = False
+    max_html_bytes: int = Field(90_000, ge=10_000)
+    hard_bounces: int = Field(1, ge=1)  # 5xx replies before an address is marked bounced
+    soft_bounces: int = Field(3, ge=1)  # 4xx replies in a row before it is
+
+
+class WebConfig(Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8025, ge=0, le=65535)
+    subscribe_form: bool = True
+
+
 class ChannelConfig(BaseModel):
     """Common settings of a channel instance; the rest belong to its adapter."""
 
@@ -105,6 +129,8 @@ class Config(Section):
     state: StateConfig = StateConfig()
     publish: PublishConfig = PublishConfig()
     schedule: ScheduleConfig = ScheduleConfig()
+    email: EmailConfig = EmailConfig()
+    web: WebConfig = WebConfig()
     channels: dict[str, ChannelConfig] = {}
 
     @field_validator("timezone")

@@ -102,15 +102,15 @@ def fit_image(
     quality down first and then scaling down, always keeping the aspect ratio. ``source`` only
     names the image in error messages.
     """
-    # Not closed on purpose: the source is an in-memory buffer, and closing would free the
-    # pixels we hand on without a copy.
+    # Not closed: it reads from an in-memory buffer, so there is nothing to release early.
     im = _open(data, source)
     orig_w, orig_h = im.size
-    orientation = im.getexif().get(0x0112, 1)
-    icc = im.info.get("icc_profile")
     scale = _limit_scale(orig_w, orig_h, max_pixels, max_side)
     target = (max(1, round(orig_w * scale)), max(1, round(orig_h * scale)))
+    # An RGB profile stays valid on our RGB output; a CMYK or grey one would skew colours.
+    icc = im.info.get("icc_profile") if im.mode in ("RGB", "RGBA", "P", "PA") else None
     try:
+        orientation = im.getexif().get(0x0112, 1)
         if im.format == "JPEG":
             # Let libjpeg decode at 1/2, 1/4 or 1/8 size: big photos never fully hit memory.
             im.draft(None, target)
@@ -120,7 +120,7 @@ def fit_image(
             base = base.resize(target, Image.Resampling.LANCZOS, reducing_gap=3.0)
         if orientation in _TRANSPOSE:
             base = base.transpose(_TRANSPOSE[orientation])
-    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+    except (OSError, ValueError, TypeError, Image.DecompressionBombError) as exc:
         raise ImageError(
             f"Image {source} could not be decoded ({exc}); re-save it as a JPEG or PNG."
         ) from exc

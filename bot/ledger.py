@@ -257,7 +257,7 @@ class Ledger:
             content_hash=content_hash, created_at=now, updated_at=now,
         ).on_conflict_do_nothing(index_elements=["campaign", "channel", "recipient"])
         with self.engine.begin() as conn:
-            return conn.execute(statement).rowcount == 1
+            return conn.execute(statement.returning(deliveries.c.id)).first() is not None
 
     def reclaim(self, key: DeliveryKey, *, from_states: Iterable[str],
                 due_by: datetime | None = None, content_hash: str | None = None) -> bool:
@@ -319,7 +319,7 @@ class Ledger:
             created_at=now, updated_at=now,
         ).on_conflict_do_nothing(index_elements=["campaign", "channel", "recipient"])
         with self.engine.begin() as conn:
-            if conn.execute(statement).rowcount == 1:
+            if conn.execute(statement.returning(deliveries.c.id)).first() is not None:
                 return True
             if not replace:
                 return False

@@ -14,6 +14,10 @@ from tests import pg
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "seeds" / "000_abc272253b24f11a.txt"
+PLUGINS = Path(__file__).resolve().parent / "plugins"
+
+# Install the test plugin the way pip would: a dist-info with an entry point, on the path.
+sys.path.insert(0, str(PLUGINS))
 
 
 def write_brief(folder: Path, name: str, *, title: str = "A title", status: str = "published",
@@ -40,6 +44,7 @@ class Project:
         self.briefs.mkdir(exist_ok=True)
         self.config = root / "config.toml"
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("BRIEFBOT_")}
+        self.env["PYTHONPATH"] = os.pathsep.join([str(PLUGINS), str(ROOT)])
         self.write_config()
 
     def write_config(self, extra: str = "", channels: str | None = None,

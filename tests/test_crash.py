@@ -1,0 +1,84 @@
+"""Kill a publishing run with SIGKILL at many points: nothing is lost, nothing is doubled.
+
+The outbox can settle an unknown outcome by looking for its file, so it never duplicates. The
+test plugin cannot, so its policy decides: `skip` leaves each unresolved delivery listed by
+`status`, `resend` sends it again (a duplicate only where the kill fell between send and record).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+
+import pytest
+
+from tests.conftest import write_brief
+
+BRIEFS = 200
+KILLS = 20
+
+
+def sent_per_key(project) -> tuple[Counter, Counter]:
+    outbox = Counter(json.loads(f.read_text())["campaign"] for f in project.outbox())
+    flaky = Counter()
+    log = project.root / "flaky-sent.jsonl"
+    if log.exists():
+        for line in log.read_text().splitlines():
+            try:
+                flaky[json.loads(line)["key"].split("|")[0]] += 1
+            except json.JSONDecodeError:
+                pass  # a line torn by the kill; the send it belongs to is counted below
+    return outbox, flaky
+
+
+@pytest.mark.parametrize("policy", ["skip", "resend"])
+def test_sigkill_at_twenty_points_loses_nothing(project, policy):
+    project.write_config(
+        publish='backfill = "all"\nmax_per_run = 1000\nlease = "300ms"',
+        channels=(
+            '[channels.outbox]\ntype = "outbox"\n'
+            f'[channels.flaky]\ntype = "flaky"\ndelay = 0.004\nunknown_policy = "{policy}"\n'
+        ),
+    )
+    for i in range(BRIEFS):
+        write_brief(project.briefs, f"b{i:03}.md", published_at="2026-11-20T09:00:00Z")
+    rng = random.Random(f"crash-{policy}")
+    argv = [sys.executable, "-m", "bot", "--config", str(project.config), "run", "--once",
+            "--now", "2026-11-28T12:00:00Z"]
+    kills = 0
+    for _ in range(KILLS):
+        child = subprocess.Popen(argv, cwd=project.root, env=project.env,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(0.3, 1.6))
+        if child.poll() is None:
+            child.send_signal(signal.SIGKILL)
+            kills += 1
+        child.wait(timeout=30)
+        time.sleep(0.35)  # let the dead run's leases expire
+    for _ in range(5):  # finish without interruption
+        if "nothing to send" in project.cli("run", "--once", "--now",
+                                            "2026-11-28T12:00:00Z").stdout:
+            break
+    assert kills >= KILLS // 2, "the runs finished too fast for the kills to land mid-run"
+
+    outbox, flaky = sent_per_key(project)
+    campaigns = {f"brief:b{i:03}" for i in range(BRIEFS)}
+    assert set(outbox) == campaigns and max(outbox.values()) == 1
+
+    status = json.loads(project.cli("status", "--json", check=True).stdout)
+    unknown = {a["campaign"] for a in status["attention"] if a["state"] == "unknown"}
+    assert not any(a["state"] == "claimed" for a in status["attention"])
+    if policy == "skip":
+        assert max(flaky.values()) == 1
+        # Every flaky delivery was sent or is listed for an operator: none is lost.
+        assert set(flaky) | unknown == campaigns
+        assert len(unknown) <= kills
+    else:
+        assert set(flaky) == campaigns and not unknown
+        duplicates = sum(n - 1 for n in flaky.values())
+        assert duplicates <= kills
