@@ -15,7 +15,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 DEFAULT_CONFIG = "config.toml"
 SECRET_WORDS = ("password", "secret", "token", "api_key", "access_key")
@@ -80,6 +88,7 @@ class PublishConfig(Section):
 class ScheduleConfig(Section):
     publish: str = "10m"
     digest: str = "mon 08:00"
+    digest_grace: Duration = timedelta(hours=12)  # a digest missed by longer is not sent late
 
 
 class EmailConfig(Section):
@@ -132,6 +141,17 @@ class Config(Section):
     email: EmailConfig = EmailConfig()
     web: WebConfig = WebConfig()
     channels: dict[str, ChannelConfig] = {}
+
+    @model_validator(mode="after")
+    def _schedules(self) -> Config:
+        from bot.schedule import digest_trigger, parse_publish_interval
+
+        try:
+            parse_publish_interval(self.schedule.publish)
+            digest_trigger(self.schedule.digest, ZoneInfo(self.timezone))
+        except ConfigError as error:
+            raise ValueError(str(error)) from None
+        return self
 
     @field_validator("timezone")
     @classmethod
@@ -197,7 +217,9 @@ def _format_errors(source: str, error: ValidationError) -> str:
     for item in error.errors():
         key = ".".join(str(part) for part in item["loc"])
         kind = item["type"]
-        if kind == "extra_forbidden":
+        if not key:
+            lines.append(f"{source}: {item['msg'].removeprefix('Value error, ')}")
+        elif kind == "extra_forbidden":
             lines.append(f"{source}: unknown key `{key}`; remove it or check its spelling")
         elif kind == "missing":
             lines.append(f"{source}: `{key}` is required")

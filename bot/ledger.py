@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -28,6 +30,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    bindparam,
     create_engine,
     event,
     func,
@@ -35,7 +38,7 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import Connection, make_url
 
 SCHEMA_VERSION = 1
 STATES = ("claimed", "sent", "failed", "dead", "skipped", "unknown")
@@ -70,6 +73,31 @@ deliveries = Table(
     Column("sent_at", DateTime(timezone=True)),
     UniqueConstraint("campaign", "channel", "recipient", name="uq_delivery_key"),
     Index("ix_deliveries_state", "state", "next_attempt_at"),
+)
+
+# What the daemon did and will do, per job, shared by every instance through the database.
+job_runs = Table(
+    "job_runs",
+    metadata,
+    Column("job", String(100), primary_key=True),
+    Column("last_scheduled_at", DateTime(timezone=True)),
+    Column("last_started_at", DateTime(timezone=True)),
+    Column("last_finished_at", DateTime(timezone=True)),
+    Column("last_outcome", Text),
+    Column("next_run_at", DateTime(timezone=True)),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+# One row per running daemon, refreshed while it lives, so `status` works across machines.
+heartbeats = Table(
+    "heartbeats",
+    metadata,
+    Column("worker", String(200), primary_key=True),
+    Column("host", String(200), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("started_at", DateTime(timezone=True), nullable=False),
+    Column("seen_at", DateTime(timezone=True), nullable=False),
+    Column("stopped_at", DateTime(timezone=True)),
 )
 
 # Each entry upgrades the schema from version N-1 to N; `metadata.create_all` makes new tables.
@@ -180,6 +208,27 @@ def create_ledger_engine(url: str, *, create_folder: bool = True) -> Engine:
     return engine
 
 
+class _Prepared:
+    """A Core statement compiled once: the hot path (claim, record) skips SQLAlchemy's
+    per-call statement building and runs the driver SQL on a held connection."""
+
+    def __init__(self, statement: Any, dialect: Any):
+        compiled = statement.compile(dialect=dialect)
+        self.sql = str(compiled)
+        self.order = compiled.positiontup if compiled.positional else None
+        self.defaults = dict(compiled.params)
+
+    def args(self, values: dict[str, Any]) -> Any:
+        merged = {**self.defaults, **values}
+        return tuple(merged[name] for name in self.order) if self.order else merged
+
+
+CLAIM_COLUMNS = ("campaign", "channel", "recipient", "state", "attempts", "worker",
+                 "lease_until", "content_hash", "created_at", "updated_at")
+OUTCOME_COLUMNS = ("state", "remote_id", "remote_url", "sent_at", "last_error",
+                   "next_attempt_at", "lease_until", "updated_at")
+
+
 class Ledger:
     """Claim, record and query deliveries. Safe across threads, processes and machines."""
 
@@ -199,8 +248,66 @@ class Ledger:
         self.readonly = readonly
         self.engine = create_ledger_engine(url, create_folder=not readonly)
         self._insert = self._dialect_insert()
+        self._local = threading.local()
+        self._sqlite = self.engine.dialect.name == "sqlite"
+        dialect = self.engine.dialect
+        self._claim = _Prepared(
+            self._insert(deliveries)
+            .values({name: bindparam(name) for name in CLAIM_COLUMNS})
+            .on_conflict_do_nothing(index_elements=["campaign", "channel", "recipient"])
+            .returning(deliveries.c.id),
+            dialect,
+        )
+        self._finish_claim = _Prepared(
+            update(deliveries)
+            .where(
+                (deliveries.c.campaign == bindparam("key_campaign"))
+                & (deliveries.c.channel == bindparam("key_channel"))
+                & (deliveries.c.recipient == bindparam("key_recipient"))
+                & (deliveries.c.state == "claimed")
+                & (deliveries.c.worker == bindparam("key_worker"))
+            )
+            .values({name: bindparam(name) for name in OUTCOME_COLUMNS}),
+            dialect,
+        )
         if not readonly:
             self.upgrade()
+
+    def _time(self, moment: datetime | None) -> Any:
+        """A timestamp as the driver wants it (SQLite stores SQLAlchemy's text format)."""
+        if moment is None or not self._sqlite:
+            return moment
+        return moment.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+
+    def _run(self, prepared: _Prepared, **values: Any) -> Any:
+        """Run one statement on its own, autocommitted: a single INSERT or UPDATE is atomic,
+        so the hot path needs no BEGIN/COMMIT round trips. Returns the cursor."""
+        raw = getattr(self._local, "raw", None)
+        if raw is None:
+            raw = self._local.raw = self.engine.raw_connection()
+            if not self._sqlite:
+                raw.driver_connection.autocommit = True
+        try:
+            return raw.driver_connection.execute(prepared.sql, prepared.args(values))
+        except Exception:
+            self._local.raw = None
+            raw.invalidate()
+            raise
+
+    @contextmanager
+    def _tx(self) -> Iterator[Connection]:
+        """A transaction on this thread's own long-lived connection."""
+        conn = getattr(self._local, "conn", None)
+        if conn is None or conn.closed or conn.invalidated:
+            conn = self._local.conn = self.engine.connect()
+        try:
+            with conn.begin():
+                yield conn
+        except Exception:
+            if conn.invalidated:
+                conn.close()
+                self._local.conn = None
+            raise
 
     def _dialect_insert(self) -> Callable[..., Any]:
         if self.engine.dialect.name == "postgresql":
@@ -220,17 +327,22 @@ class Ledger:
                 return False
         from sqlalchemy import inspect
 
-        with self.engine.connect() as conn:
+        with self._tx() as conn:
             return inspect(conn).has_table("deliveries")
 
     def close(self) -> None:
+        for name in ("conn", "raw"):
+            held = getattr(self._local, name, None)
+            if held is not None:
+                held.close()
+                setattr(self._local, name, None)
         self.engine.dispose()
 
     # -- schema ---------------------------------------------------------------
 
     def upgrade(self) -> int:
         """Create or upgrade the schema in place; returns the version now in force."""
-        with self.engine.begin() as conn:
+        with self._tx() as conn:
             metadata.create_all(conn)
             current = conn.execute(select(meta.c.value).where(meta.c.key == "schema_version"))
             version = int(current.scalar() or 0)
@@ -250,14 +362,14 @@ class Ledger:
 
     def claim(self, key: DeliveryKey, *, content_hash: str | None = None) -> bool:
         """Atomically take a new key. False when someone already has (or had) it."""
-        now = self.clock()
-        statement = self._insert(deliveries).values(
-            campaign=key.campaign, channel=key.channel, recipient=key.recipient,
-            state="claimed", attempts=1, worker=self.worker, lease_until=now + self.lease,
-            content_hash=content_hash, created_at=now, updated_at=now,
-        ).on_conflict_do_nothing(index_elements=["campaign", "channel", "recipient"])
-        with self.engine.begin() as conn:
-            return conn.execute(statement.returning(deliveries.c.id)).first() is not None
+        moment = self.clock()
+        now = self._time(moment)
+        cursor = self._run(
+            self._claim, campaign=key.campaign, channel=key.channel, recipient=key.recipient,
+            state="claimed", attempts=1, worker=self.worker, content_hash=content_hash,
+            lease_until=self._time(moment + self.lease), created_at=now, updated_at=now,
+        )
+        return cursor.fetchone() is not None
 
     def reclaim(self, key: DeliveryKey, *, from_states: Iterable[str],
                 due_by: datetime | None = None, content_hash: str | None = None) -> bool:
@@ -274,40 +386,36 @@ class Ledger:
         )
         if content_hash:
             values["content_hash"] = content_hash
-        with self.engine.begin() as conn:
+        with self._tx() as conn:
             return conn.execute(update(deliveries).where(condition).values(**values)).rowcount == 1
 
-    def _finish(self, key: DeliveryKey, **values: Any) -> bool:
-        values.setdefault("updated_at", self.clock())
-        condition = (
-            _key_filter(key)
-            & (deliveries.c.state == "claimed")
-            & (deliveries.c.worker == self.worker)
-        )
-        with self.engine.begin() as conn:
-            return conn.execute(
-                update(deliveries).where(condition).values(lease_until=None, **values)
-            ).rowcount == 1
+    def _finish(self, key: DeliveryKey, state: str, **values: Any) -> bool:
+        """Record an outcome; matches only while this worker still holds the claim."""
+        outcome = dict.fromkeys(OUTCOME_COLUMNS)
+        outcome.update(values, state=state, updated_at=self._time(self.clock()))
+        for name in ("sent_at", "next_attempt_at"):
+            if outcome[name] is not None:
+                outcome[name] = self._time(outcome[name])
+        return self._run(
+            self._finish_claim, key_campaign=key.campaign, key_channel=key.channel,
+            key_recipient=key.recipient, key_worker=self.worker, **outcome,
+        ).rowcount == 1
 
     def record_sent(self, key: DeliveryKey, *, remote_id: str | None = None,
                     remote_url: str | None = None, note: str | None = None) -> bool:
         """Record a receipt; False if this worker no longer holds the claim."""
-        return self._finish(key, state="sent", remote_id=remote_id, remote_url=remote_url,
-                            sent_at=self.clock(), last_error=note, next_attempt_at=None)
+        return self._finish(key, "sent", remote_id=remote_id, remote_url=remote_url,
+                            sent_at=self.clock(), last_error=note)
 
     def record_failure(self, key: DeliveryKey, error: str, *,
                        retry_at: datetime | None) -> bool:
         """`retry_at` None means the delivery is dead (permanent, or out of attempts)."""
         state = "failed" if retry_at else "dead"
-        return self._finish(key, state=state, last_error=error[:2000], next_attempt_at=retry_at)
+        return self._finish(key, state, last_error=error[:2000], next_attempt_at=retry_at)
 
     def release(self, key: DeliveryKey, *, state: str = "unknown", note: str | None = None) -> bool:
         """Give a claim back without an outcome (e.g. unknown outcome left to an operator)."""
-        return self._finish(key, state=state, last_error=note)
-
-    def renew(self, key: DeliveryKey) -> bool:
-        """Extend the lease of a claim still in progress."""
-        return self._finish(key, state="claimed", lease_until=self.clock() + self.lease)
+        return self._finish(key, state, last_error=note)
 
     def mark_skipped(self, key: DeliveryKey, reason: str, *, content_hash: str | None = None,
                      replace: bool = False) -> bool:
@@ -318,7 +426,7 @@ class Ledger:
             state="skipped", attempts=0, last_error=reason, content_hash=content_hash,
             created_at=now, updated_at=now,
         ).on_conflict_do_nothing(index_elements=["campaign", "channel", "recipient"])
-        with self.engine.begin() as conn:
+        with self._tx() as conn:
             if conn.execute(statement.returning(deliveries.c.id)).first() is not None:
                 return True
             if not replace:
@@ -333,7 +441,7 @@ class Ledger:
     def expire_leases(self) -> int:
         """Claims whose worker died become `unknown`; returns how many."""
         now = self.clock()
-        with self.engine.begin() as conn:
+        with self._tx() as conn:
             return conn.execute(
                 update(deliveries)
                 .where((deliveries.c.state == "claimed") & (deliveries.c.lease_until < now))
@@ -348,18 +456,85 @@ class Ledger:
         condition = deliveries.c.state.in_(list(states))
         if key is not None:
             condition &= _key_filter(key)
-        with self.engine.begin() as conn:
+        with self._tx() as conn:
             return conn.execute(
                 update(deliveries).where(condition)
                 .values(state="failed", next_attempt_at=now, attempts=0, updated_at=now)
             ).rowcount
+
+    def open_campaign(self, key: DeliveryKey) -> str:
+        """Register a shared unit of work (a digest period) once; return its state.
+
+        Unlike `claim`, it carries no lease: every instance may join the work while it is
+        `claimed`, and it is over only when `finish_campaign` (or a skip) says so.
+        """
+        now = self.clock()
+        statement = self._insert(deliveries).values(
+            campaign=key.campaign, channel=key.channel, recipient=key.recipient,
+            state="claimed", attempts=1, worker=self.worker, created_at=now, updated_at=now,
+        ).on_conflict_do_nothing(index_elements=["campaign", "channel", "recipient"])
+        with self._tx() as conn:
+            conn.execute(statement)
+            return conn.execute(select(deliveries.c.state).where(_key_filter(key))).scalar_one()
+
+    def finish_campaign(self, key: DeliveryKey, note: str | None = None) -> bool:
+        """Mark a shared unit of work (a digest period) done, whoever claimed it."""
+        now = self.clock()
+        with self._tx() as conn:
+            return conn.execute(
+                update(deliveries)
+                .where(_key_filter(key) & deliveries.c.state.in_(["claimed", "unknown"]))
+                .values(state="sent", sent_at=now, updated_at=now, lease_until=None,
+                        last_error=note)
+            ).rowcount == 1
+
+    # -- the daemon's bookkeeping -----------------------------------------------------
+
+    def _upsert(self, table: Table, key_column: str, values: dict[str, Any]) -> None:
+        statement = self._insert(table).values(**values)
+        statement = statement.on_conflict_do_update(
+            index_elements=[key_column],
+            set_={k: v for k, v in values.items() if k != key_column},
+        )
+        with self._tx() as conn:
+            conn.execute(statement)
+
+    def record_job(self, job: str, **values: Any) -> None:
+        self._upsert(job_runs, "job", {"job": job, "updated_at": self.clock(), **values})
+
+    def jobs(self) -> dict[str, dict[str, Any]]:
+        if self.readonly and not self.exists:
+            return {}
+        with self._tx() as conn:
+            return {
+                row.job: {k: _utc(v) if isinstance(v, datetime) else v
+                          for k, v in row._mapping.items()}
+                for row in conn.execute(select(job_runs))
+            }
+
+    def beat(self, *, started_at: datetime, stopped: bool = False) -> None:
+        host, pid = socket.gethostname(), os.getpid()
+        now = self.clock()
+        self._upsert(heartbeats, "worker", {
+            "worker": self.worker, "host": host, "pid": pid, "started_at": started_at,
+            "seen_at": now, "stopped_at": now if stopped else None,
+        })
+
+    def heartbeats(self) -> list[dict[str, Any]]:
+        if self.readonly and not self.exists:
+            return []
+        with self._tx() as conn:
+            return [
+                {k: _utc(v) if isinstance(v, datetime) else v for k, v in row._mapping.items()}
+                for row in conn.execute(select(heartbeats).order_by(heartbeats.c.seen_at.desc()))
+            ]
 
     # -- queries ------------------------------------------------------------------
 
     def get(self, key: DeliveryKey) -> Delivery | None:
         if self.readonly and not self.exists:
             return None
-        with self.engine.connect() as conn:
+        with self._tx() as conn:
             row = conn.execute(select(deliveries).where(_key_filter(key))).first()
         return _row(row) if row else None
 
@@ -370,13 +545,13 @@ class Ledger:
         condition = (deliveries.c.channel == channel) & (deliveries.c.recipient == "")
         if campaign_prefix:
             condition &= deliveries.c.campaign.startswith(campaign_prefix)
-        with self.engine.connect() as conn:
+        with self._tx() as conn:
             return {r.campaign: _row(r) for r in conn.execute(select(deliveries).where(condition))}
 
     def last_sent_at(self, channel: str) -> datetime | None:
         if self.readonly and not self.exists:
             return None
-        with self.engine.connect() as conn:
+        with self._tx() as conn:
             value = conn.execute(
                 select(func.max(deliveries.c.sent_at)).where(deliveries.c.channel == channel)
             ).scalar()
@@ -391,14 +566,15 @@ class Ledger:
             query = query.where(deliveries.c.state.in_(list(states)))
         if campaign_prefix:
             query = query.where(deliveries.c.campaign.startswith(campaign_prefix))
-        with self.engine.connect() as conn:
-            for row in conn.execute(query):
-                yield _row(row)
+        with self._tx() as conn:
+            rows = conn.execute(query).all()
+        for row in rows:
+            yield _row(row)
 
     def counts(self) -> dict[str, int]:
         if self.readonly and not self.exists:
             return {}
-        with self.engine.connect() as conn:
+        with self._tx() as conn:
             rows = conn.execute(
                 select(deliveries.c.state, func.count()).group_by(deliveries.c.state)
             )
