@@ -459,7 +459,7 @@ class Ledger:
         with self._tx() as conn:
             return conn.execute(
                 update(deliveries).where(condition)
-                .values(state="failed", next_attempt_at=now, attempts=0, updated_at=now)
+                .values(state="failed", next_attempt_at=None, attempts=0, updated_at=now)
             ).rowcount
 
     def open_campaign(self, key: DeliveryKey) -> str:

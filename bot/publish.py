@@ -19,6 +19,7 @@ from bot.channels import (
     Message,
     PermanentError,
     TransientError,
+    UnknownOutcome,
     open_channels,
 )
 from bot.config import Settings
@@ -231,6 +232,9 @@ class Publisher:
         except PermanentError as error:
             self.ledger.record_failure(key, str(error), retry_at=None)
             report.add(brief, channel, "dead", str(error))
+        except UnknownOutcome as error:
+            self.ledger.release(key, note=f"outcome unknown: {error}")
+            report.add(brief, channel, "unknown", f"{error}; settled on the next run")
         except (TransientError, ChannelError, OSError) as error:
             self._retry_later(key, brief, channel, attempts, error, now, report)
         else:

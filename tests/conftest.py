@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -38,14 +39,20 @@ def write_brief(folder: Path, name: str, *, title: str = "A title", status: str 
 class Project:
     """A temporary briefbot setup: config.toml, a briefs folder, state and outbox."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, *, like_repository: bool = False):
+        """`like_repository`: the repository's own config.toml and seeds/, as a fresh clone."""
         self.root = root
-        self.briefs = root / "briefs"
-        self.briefs.mkdir(exist_ok=True)
         self.config = root / "config.toml"
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("BRIEFBOT_")}
         self.env["PYTHONPATH"] = os.pathsep.join([str(PLUGINS), str(ROOT)])
-        self.write_config()
+        if like_repository:
+            shutil.copy(ROOT / "config.toml", self.config)
+            shutil.copytree(ROOT / "seeds", root / "seeds")
+            self.briefs = root / "seeds"
+        else:
+            self.briefs = root / "briefs"
+            self.briefs.mkdir(exist_ok=True)
+            self.write_config()
 
     def write_config(self, extra: str = "", channels: str | None = None,
                      publish: str = 'backfill = "all"') -> None:
@@ -104,3 +111,18 @@ def pg_server():
 @pytest.fixture
 def pg_url(pg_server: str) -> str:
     return pg.fresh_database(pg_server)
+
+
+@pytest.fixture(scope="session")
+def big_png(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An 8 MB noise PNG: over X's 5 MB limit, so a social adapter must fit it."""
+    import random
+
+    from PIL import Image
+
+    width, height = 2000, 1400
+    noise = random.Random(8).randbytes(width * height * 3)
+    path = tmp_path_factory.mktemp("hero") / "big.png"
+    Image.frombytes("RGB", (width, height), noise).save(path, "PNG", compress_level=1)
+    assert path.stat().st_size > 8_000_000
+    return path

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import shutil
 from datetime import UTC, datetime, timedelta
 
 from bot.config import load_settings
 from bot.ledger import DeliveryKey, Ledger
 from bot.publish import publish_due
-from tests.conftest import ROOT, write_brief
+from tests.conftest import Project, write_brief
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 FLAKY = '[channels.flaky]\ntype = "flaky"\n{}\n'
@@ -21,13 +20,7 @@ def settings_of(project):
 
 def test_main_job_on_the_default_configuration(tmp_path):
     """What the README's first command does, on a copy of the repository's defaults."""
-    shutil.copy(ROOT / "config.toml", tmp_path)
-    shutil.copytree(ROOT / "seeds", tmp_path / "seeds")
-    from tests.conftest import Project
-
-    project = Project.__new__(Project)
-    project.root, project.config = tmp_path, tmp_path / "config.toml"
-    project.env = {**Project(tmp_path / "scratch").env}
+    project = Project(tmp_path, like_repository=True)
     first = project.cli("run", "--once", check=True)
     files = project.outbox()
     assert len(files) == 4, first.stdout

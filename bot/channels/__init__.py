@@ -15,6 +15,7 @@ from bot.channels.base import (
     PermanentError,
     Receipt,
     TransientError,
+    UnknownOutcome,
 )
 from bot.config import ConfigError, Settings
 
@@ -28,6 +29,7 @@ __all__ = [
     "PermanentError",
     "Receipt",
     "TransientError",
+    "UnknownOutcome",
     "available_types",
     "load_channel_class",
     "open_channels",

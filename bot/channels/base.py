@@ -25,6 +25,13 @@ class TransientError(ChannelError):
         self.retry_after = retry_after
 
 
+class UnknownOutcome(TransientError):
+    """The far end may or may not have acted (the answer was lost after the request went out).
+
+    Recorded as `unknown`, so `reconcile` or the channel's unknown policy decides, never a
+    blind retry."""
+
+
 class PermanentError(ChannelError):
     """Retrying cannot help: bad credentials, a refused recipient, an invalid post."""
 

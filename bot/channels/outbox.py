@@ -35,7 +35,10 @@ class OutboxChannel(Channel):
     def _existing(self, message: Message) -> list[Path]:
         if not self.folder.is_dir():
             return []
-        return sorted(self.folder.glob(f"*--{message.idempotency_key[:16]}--*"))
+        # Only whole files count: a `.tmp` left by a crash before the rename was never sent.
+        pattern = f"*--{message.idempotency_key[:16]}--*"
+        found = [p for p in self.folder.glob(pattern) if p.suffix in (".json", ".eml")]
+        return sorted(found, key=lambda p: (p.stat().st_mtime_ns, p.name))  # the first write
 
     def send(self, message: Message) -> Receipt:
         self.folder.mkdir(parents=True, exist_ok=True)

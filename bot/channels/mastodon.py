@@ -1,0 +1,285 @@
+"""Mastodon: statuses through the REST API of one instance, with a bearer token.
+
+The instance's own limits (`/api/v2/instance`: characters per status, characters per link,
+image bytes and pixels) are read once per run and drive the render. Every status is posted with
+an `Idempotency-Key` derived from the delivery key, so a retry after a lost answer returns the
+status that was already made instead of making a second one (Mastodon keeps keys for an hour;
+beyond that, `reconcile` finds the post by its link on the account's recent statuses).
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import re
+import time
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any
+
+import requests
+
+from bot import redaction
+from bot.channels.base import (
+    Channel,
+    ChannelError,
+    Message,
+    PermanentError,
+    Receipt,
+    TransientError,
+)
+from bot.config import ConfigError
+from bot.images import MASTODON_DEFAULT_MAX_BYTES, ProcessedImage
+from bot.render.media import prepare_image
+from bot.render.post import render_post
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TOKEN_ENV = "MASTODON_TOKEN"
+VISIBILITIES = ("public", "unlisted", "private", "direct")
+NOT_PROCESSED = "not finished processing"
+ALT_TEXT_MAX = 1500
+RECENT_STATUSES = 40
+_HREF = re.compile(r'href="([^"]*)"')
+
+
+@dataclass(frozen=True)
+class InstanceLimits:
+    """What the instance allows; stock Mastodon defaults when it could not be asked."""
+
+    max_characters: int = 500
+    characters_reserved_per_url: int = 23
+    image_size_limit: int = MASTODON_DEFAULT_MAX_BYTES
+    image_matrix_limit: int | None = None
+    warning: str | None = None
+
+
+class MastodonChannel(Channel):
+    type = "mastodon"
+
+    def __init__(self, name, config, settings):
+        super().__init__(name, config, settings)
+        instance = str(self.options.get("instance") or "").strip().rstrip("/")
+        if not re.match(r"https?://[^/\s]+", instance):
+            raise ConfigError(
+                f"channels.{name}.instance: the Mastodon server's address is required, "
+                f'such as instance = "https://mastodon.social" (got {instance!r})')
+        self.instance = instance
+        self.token_env = str(self.options.get("token_env", DEFAULT_TOKEN_ENV))
+        self.visibility = str(self.options.get("visibility", "public"))
+        if self.visibility not in VISIBILITIES:
+            raise ConfigError(f"channels.{name}.visibility: use one of "
+                              f"{', '.join(VISIBILITIES)} (got {self.visibility!r})")
+        self.timeout = float(self.options.get("timeout", 30))
+        self.media_wait = float(self.options.get("media_wait", 60))
+        self.poll_interval = float(self.options.get("media_poll_interval", 1.0))
+        self._limits: InstanceLimits | None = None
+        self._session: requests.Session | None = None
+        self._account_id: str | None = None
+
+    # -- render -----------------------------------------------------------------------------
+
+    def limits(self) -> InstanceLimits:
+        """The instance's limits, read once per run (a public, read-only call)."""
+        if self._limits is None:
+            self._limits = self._read_limits()
+        return self._limits
+
+    def render(self, brief, key) -> Message:
+        limits = self.limits()
+        options = {**self.options, "max_characters": limits.max_characters,
+                   "characters_reserved_per_url": limits.characters_reserved_per_url}
+        message = render_post(brief, key, network="mastodon", settings=self.settings,
+                              options=options)
+        image, warning = prepare_image(self.settings, brief, max_bytes=limits.image_size_limit,
+                                       max_pixels=limits.image_matrix_limit)
+        notes = message.notes + tuple(w for w in (limits.warning, warning) if w)
+        return replace(message, extra={**message.extra, "image": image}, notes=notes)
+
+    # -- send -------------------------------------------------------------------------------
+
+    def send(self, message: Message) -> Receipt:
+        notes = list(message.notes)
+        media_ids = []
+        image: ProcessedImage | None = message.extra.get("image")
+        if image is not None:
+            media_id = self._upload(image, message.image_alt, notes)
+            if media_id:
+                media_ids.append(media_id)
+        status = self._post_status(message, media_ids)
+        return Receipt(remote_id=str(status["id"]), url=status.get("url") or status.get("uri"),
+                       note="; ".join(notes) or None)
+
+    def reconcile(self, message: Message) -> Receipt | None:
+        """Look for the brief's link on the account's recent statuses."""
+        if self._account_id is None:
+            account = self._request("GET", "/api/v1/accounts/verify_credentials",
+                                     doing="reading the account").json()
+            self._account_id = str(account["id"])
+        statuses = self._request(
+            "GET", f"/api/v1/accounts/{self._account_id}/statuses",
+            params={"limit": RECENT_STATUSES, "exclude_replies": "true",
+                    "exclude_reblogs": "true"},
+            doing="reading the account's recent statuses").json()
+        for status in statuses:
+            if message.link and message.link in _links(status):
+                return Receipt(remote_id=str(status["id"]),
+                               url=status.get("url") or status.get("uri"),
+                               note="found on the account's recent statuses")
+        return None
+
+    def close(self) -> None:
+        if self._session is not None:
+            self._session.close()
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    def _read_limits(self) -> InstanceLimits:
+        try:
+            response = requests.get(f"{self.instance}/api/v2/instance", timeout=self.timeout,
+                                    headers={"Accept": "application/json"})
+            response.raise_for_status()
+            config = response.json()["configuration"]
+            statuses, media = config["statuses"], config.get("media_attachments", {})
+            return InstanceLimits(
+                max_characters=int(statuses["max_characters"]),
+                characters_reserved_per_url=int(statuses.get("characters_reserved_per_url", 23)),
+                image_size_limit=int(media.get("image_size_limit", MASTODON_DEFAULT_MAX_BYTES)),
+                image_matrix_limit=int(media["image_matrix_limit"])
+                if media.get("image_matrix_limit") else None,
+            )
+        except (requests.RequestException, ValueError, KeyError, TypeError) as error:
+            return InstanceLimits(warning=(
+                f"could not read the limits of {self.instance} ({type(error).__name__}); "
+                "fitted to Mastodon's defaults (500 characters)"))
+
+    def _connect(self) -> requests.Session:
+        if self._session is None:
+            try:
+                token = self.settings.secret(self.token_env,
+                                             what=f"channel {self.name}: the Mastodon token")
+            except ConfigError as error:
+                raise PermanentError(str(error)) from None
+            redaction.register(token)
+            session = requests.Session()
+            session.headers.update({"Authorization": f"Bearer {token}",
+                                    "User-Agent": "briefbot"})
+            self._session = session
+        return self._session
+
+    def _request(self, method: str, path: str, *, doing: str, ok: tuple[int, ...] = (),
+                 **kwargs: Any) -> requests.Response:
+        """One API call; errors become Transient/PermanentError saying what to do."""
+        session = self._connect()
+        try:
+            response = session.request(method, self.instance + path, timeout=self.timeout,
+                                       **kwargs)
+        except requests.RequestException as error:
+            raise TransientError(
+                f"{self.instance} did not answer while {doing} ({type(error).__name__})"
+            ) from None
+        if response.status_code < 300 or response.status_code in ok:
+            return response
+        raise self._error(response, doing)
+
+    def _error(self, response: requests.Response, doing: str) -> ChannelError:
+        status, text = response.status_code, _error_text(response)
+        where = f"{self.instance} answered {status} while {doing}"
+        if status == 429:
+            return TransientError(f"{where}: rate limited",
+                                  retry_after=_reset_after(response.headers))
+        if status >= 500 or status == 408:
+            return TransientError(f"{where}: {text}")
+        if status in (401, 403):
+            return PermanentError(
+                f"{where}: {text}; check the access token in {self.token_env} (it needs the "
+                "write:statuses and write:media scopes, and read:accounts to reconcile)")
+        if status == 404:
+            return PermanentError(f"{where}: not found; check `instance` in the channel "
+                                  f"{self.name!r} of the configuration")
+        return PermanentError(f"{where}: {text}")
+
+    def _upload(self, image: ProcessedImage, alt: str | None, notes: list[str]) -> str | None:
+        """Upload and wait until processed; None with a note if the instance refuses it."""
+        extension = image.mime.split("/")[-1].replace("jpeg", "jpg")
+        data = {"description": alt[:ALT_TEXT_MAX]} if alt else {}
+        response = self._request(
+            "POST", "/api/v2/media", doing="uploading the image", ok=(413, 422),
+            files={"file": (f"image.{extension}", image.data, image.mime)}, data=data)
+        if response.status_code in (413, 422):
+            notes.append(f"posted without its image: {self.instance} refused it "
+                         f"({_error_text(response)})")
+            return None
+        media = response.json()
+        if response.status_code == 202 or not media.get("url"):
+            self._wait_processed(str(media["id"]))
+        return str(media["id"])
+
+    def _wait_processed(self, media_id: str) -> None:
+        """Poll until the instance has processed the upload, for at most `media_wait` s.
+
+        If it is still not done, the status post below retries the 422 the same bounded way.
+        """
+        deadline = time.monotonic() + self.media_wait
+        delay = self.poll_interval
+        while time.monotonic() < deadline:
+            response = self._request("GET", f"/api/v1/media/{media_id}", ok=(206,),
+                                     doing="waiting for the image to be processed")
+            if response.status_code == 200 and response.json().get("url"):
+                return
+            time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+            delay = min(delay * 1.5, 5.0)
+
+    def _post_status(self, message: Message, media_ids: list[str]) -> dict[str, Any]:
+        body: dict[str, Any] = {"status": message.text, "visibility": self.visibility}
+        if media_ids:
+            body["media_ids"] = media_ids
+        if self.options.get("language"):
+            body["language"] = str(self.options["language"])
+        headers = {"Idempotency-Key": message.idempotency_key}
+        deadline = time.monotonic() + self.media_wait
+        delay = self.poll_interval
+        while True:
+            response = self._request("POST", "/api/v1/statuses", json=body, headers=headers,
+                                     doing="posting the status", ok=(422,))
+            if response.status_code != 422:
+                return response.json()
+            text = _error_text(response)
+            if NOT_PROCESSED not in text:
+                raise PermanentError(f"{self.instance} refused the status: {text}")
+            if time.monotonic() >= deadline:
+                raise TransientError(f"{self.instance} is still processing the image after "
+                                     f"{self.media_wait:.0f} s; will retry")
+            time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+            delay = min(delay * 1.5, 5.0)
+
+
+def _links(status: dict[str, Any]) -> set[str]:
+    links = {html.unescape(href) for href in _HREF.findall(status.get("content") or "")}
+    card = status.get("card") or {}
+    if card.get("url"):
+        links.add(card["url"])
+    return links
+
+
+def _error_text(response: requests.Response) -> str:
+    try:
+        body = response.json()
+        text = body.get("error") or body.get("error_description") or ""
+    except (ValueError, AttributeError):
+        text = ""
+    return redaction.redact(str(text) or response.reason or str(response.status_code))
+
+
+def _reset_after(headers: Any) -> float | None:
+    """Seconds until `X-RateLimit-Reset` (an ISO 8601 time), or None if absent or unreadable."""
+    value = headers.get("X-RateLimit-Reset")
+    if not value:
+        return None
+    try:
+        reset = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if reset.tzinfo is None:
+        reset = reset.replace(tzinfo=UTC)
+    return max(0.0, (reset - datetime.now(UTC)).total_seconds())
