@@ -9,7 +9,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -214,6 +216,124 @@ def cmd_skip(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
+def cmd_digest(args: argparse.Namespace, settings: Settings) -> int:
+    raise UsageError("digest: give an action: send (briefbot digest --help)")
+
+
+def cmd_digest_send(args: argparse.Namespace, settings: Settings) -> int:
+    from bot.digest import parse_period, period_for, send_digest
+
+    now = parse_now(args.now)
+    if args.dry_run and args.to:
+        raise UsageError("--dry-run sends nothing and --to sends one copy: give one of them")
+    if args.period:
+        try:
+            period = parse_period(args.period, settings.tz)
+        except ValueError as error:
+            raise UsageError(f"--period: {error}") from None
+    else:
+        period = period_for(now, settings.tz, settings.config.email.period_days)
+    report = send_digest(settings, period, now=now, dry_run=args.dry_run, to=args.to,
+                         channel=args.channel, progress=not args.json)
+    if args.json:
+        _print_json(report.as_dict())
+        return EXIT_FAILED if report.failed else EXIT_OK
+    for error in report.errors:
+        print(f"{error.get('state', 'failed'):>8}  {error['recipient']}: {error['error']}",
+              file=sys.stderr)
+    if report.subject and (args.dry_run or args.to):
+        print(f"subject: {report.subject}")
+        print(f"briefs:  {len(report.briefs)} ({', '.join(report.briefs)})")
+        print(f"size:    {report.size:,} bytes per message ({report.html_bytes:,} bytes of "
+              f"HTML); channels: {', '.join(report.channels)}")
+    print(report.summary())
+    return EXIT_FAILED if report.failed else EXIT_OK
+
+
+
+@contextmanager
+def _subscriber_list(settings: Settings, *, readonly: bool = False) -> Iterator[Any]:
+    from bot.ledger import Ledger
+    from bot.subscribers import Subscribers
+
+    ledger = Ledger(settings.database_url, lease=settings.config.publish.lease, readonly=readonly)
+    try:
+        yield Subscribers(ledger)
+    finally:
+        ledger.close()
+
+
+def cmd_subscribers(args: argparse.Namespace, settings: Settings) -> int:
+    raise UsageError("subscribers: give an action: add, remove, import, export or list "
+                     "(briefbot subscribers --help)")
+
+
+def cmd_subscribers_add(args: argparse.Namespace, settings: Settings) -> int:
+    with _subscriber_list(settings) as subscribers:
+        try:
+            subscriber = subscribers.add(args.email, args.name,
+                                         state="pending" if args.pending else "active")
+        except ValueError as error:
+            raise UsageError(str(error)) from None
+    print(f"{subscriber.email}: {subscriber.state}")
+    return EXIT_OK
+
+
+def cmd_subscribers_remove(args: argparse.Namespace, settings: Settings) -> int:
+    with _subscriber_list(settings) as subscribers:
+        known = subscribers.remove(args.email, purge=args.purge)
+    if not known:
+        print(f"{args.email.strip()}: not on the list; nothing changed", file=sys.stderr)
+        return EXIT_FAILED
+    print(f"{args.email.strip()}: {'deleted' if args.purge else 'unsubscribed'}")
+    return EXIT_OK
+
+
+def cmd_subscribers_import(args: argparse.Namespace, settings: Settings) -> int:
+    path = Path(args.file)
+    if not path.is_file():
+        raise UsageError(f"{path}: no such file; give a CSV with columns email[,name][,state]")
+    with _subscriber_list(settings) as subscribers:
+        report = subscribers.import_csv(path)
+    for row in report.rejected:
+        print(f"{path}:{row.line}: {row.reason}", file=sys.stderr)
+    print(report.summary(), file=sys.stderr if report.rejected else sys.stdout)
+    return EXIT_OK if report.ok else EXIT_FAILED
+
+
+def cmd_subscribers_export(args: argparse.Namespace, settings: Settings) -> int:
+    with _subscriber_list(settings, readonly=True) as subscribers:
+        if not args.file or args.file == "-":
+            subscribers.export_csv(sys.stdout)
+            return EXIT_OK
+        with open(args.file, "w", encoding="utf-8", newline="") as out:
+            rows = subscribers.export_csv(out)
+    print(f"{rows} subscribers written to {args.file}", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_subscribers_list(args: argparse.Namespace, settings: Settings) -> int:
+    with _subscriber_list(settings, readonly=True) as subscribers:
+        try:
+            found = subscribers.iter_all(args.state)
+        except ValueError as error:
+            raise UsageError(f"--state: {error}") from None
+        if args.json:
+            _print_json([s.as_dict() for s in found])
+            return EXIT_OK
+        rows = [(s.email, s.name, s.state, s.created_at.isoformat()[:16],
+                 s.updated_at.isoformat()[:16]) for s in found]
+    _table(None, ["email", "name", "state", "added", "changed"], rows)
+    counts = ", ".join(f"{n} {state}" for state, n in Counter(r[2] for r in rows).items())
+    print(f"{len(rows)} subscribers" + (f": {counts}" if counts else ""), file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    from bot.web import serve
+
+    return serve(settings, args.host, args.port)
+
 # -- parser ---------------------------------------------------------------------------------
 
 
@@ -270,6 +390,60 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("skip", cmd_skip, "Mark a brief (all channels) or one delivery as never to be "
                 "sent.", "briefbot skip my-brief-id\n  briefbot skip 'brief:my-brief|outbox'")
     p.add_argument("key", help="a brief id, or a delivery key")
+
+    p = command("digest", cmd_digest, "The weekly digest email.",
+                "briefbot digest send --dry-run\n  briefbot digest send --period 2026-W48")
+    digest = p.add_subparsers(dest="action", metavar="ACTION")
+    q = digest.add_parser("send", help="Send a period's digest to every active subscriber "
+                          "(resumes where a stopped run left off; never mails anyone twice).",
+                          description="Send a period's digest to every active subscriber. A run "
+                          "that stopped resumes at the next unsent recipient.")
+    q.set_defaults(handler=cmd_digest_send)
+    q.add_argument("--period", metavar="LABEL", help="an ISO week such as 2026-W48 (default: "
+                   "the period that has just closed)")
+    q.add_argument("--dry-run", action="store_true",
+                   help="render and report counts, subject and size; send nothing, write no "
+                   "ledger")
+    q.add_argument("--to", metavar="ADDRESS",
+                   help="send one test copy to ADDRESS only; the ledger is not touched")
+    q.add_argument("--channel", metavar="NAME", help="only this channel (default: every "
+                   "enabled channel that sends the digest)")
+    q.add_argument("--now", metavar="ISO", help="pretend it is this time")
+    q.add_argument("--json", action="store_true", help="print the report as JSON")
+
+    p = command("subscribers", cmd_subscribers, "Manage the digest's mailing list.",
+                "briefbot subscribers add ann@example.org --name Ann\n"
+                "  briefbot subscribers import list.csv\n"
+                "  briefbot subscribers list --state active")
+    actions = p.add_subparsers(dest="action", metavar="ACTION")
+
+    def action(name: str, handler: Callable[..., int], help_text: str) -> argparse.ArgumentParser:
+        q = actions.add_parser(name, help=help_text, description=help_text)
+        q.set_defaults(handler=handler)
+        return q
+
+    q = action("add", cmd_subscribers_add, "Add an address (or re-add one that left).")
+    q.add_argument("email")
+    q.add_argument("--name", help="how to greet them")
+    q.add_argument("--pending", action="store_true", help="add as pending (not yet confirmed)")
+    q = action("remove", cmd_subscribers_remove, "Unsubscribe an address; the row stays, so "
+               "no import re-adds it.")
+    q.add_argument("email")
+    q.add_argument("--purge", action="store_true",
+                   help="delete the row instead (a later import may add the address again)")
+    q = action("import", cmd_subscribers_import, "Import a CSV (email[,name][,state], header "
+               "optional): every row, or none if any row is rejected.")
+    q.add_argument("file", metavar="FILE.csv")
+    q = action("export", cmd_subscribers_export, "Write every subscriber, any state, as CSV.")
+    q.add_argument("file", nargs="?", metavar="FILE", help="default: standard output")
+    q = action("list", cmd_subscribers_list, "One row per subscriber.")
+    q.add_argument("--state", help="only this state: pending, active, unsubscribed or bounced")
+    q.add_argument("--json", action="store_true", help="print JSON")
+
+    p = command("serve", cmd_serve, "Serve the unsubscribe (one-click), subscribe and confirm "
+                "pages.", "briefbot serve --host 127.0.0.1 --port 8025")
+    p.add_argument("--host", help="address to listen on (default: web.host)")
+    p.add_argument("--port", type=int, help="port (default: web.port; 0 picks a free one)")
 
     return parser
 

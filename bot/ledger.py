@@ -475,7 +475,21 @@ class Ledger:
         ).on_conflict_do_nothing(index_elements=["campaign", "channel", "recipient"])
         with self._tx() as conn:
             conn.execute(statement)
+            conn.execute(  # resume a campaign interrupted by a shutdown
+                update(deliveries)
+                .where(_key_filter(key) & deliveries.c.state.in_(["failed", "unknown"]))
+                .values(state="claimed", updated_at=now, last_error=None)
+            )
             return conn.execute(select(deliveries.c.state).where(_key_filter(key))).scalar_one()
+
+    def suspend_campaign(self, key: DeliveryKey, note: str) -> bool:
+        """A campaign left unfinished on purpose (shutdown): `failed`, resumed next time."""
+        with self._tx() as conn:
+            return conn.execute(
+                update(deliveries)
+                .where(_key_filter(key) & (deliveries.c.state == "claimed"))
+                .values(state="failed", updated_at=self.clock(), last_error=note)
+            ).rowcount == 1
 
     def finish_campaign(self, key: DeliveryKey, note: str | None = None) -> bool:
         """Mark a shared unit of work (a digest period) done, whoever claimed it."""

@@ -16,6 +16,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 
+from apscheduler.triggers.base import BaseTrigger
+
 from bot.config import ConfigError, Settings, parse_duration
 from bot.ledger import DeliveryKey, Ledger, wall_clock
 
@@ -69,7 +71,7 @@ def digest_trigger(value: str, tz: tzinfo) -> WallClockTrigger:
     return WallClockTrigger(inner, tz)
 
 
-class WallClockTrigger:
+class WallClockTrigger(BaseTrigger):
     """Fires at most once per local wall-clock time: a DST fold repeats an hour, and a plain
     CronTrigger would fire in both copies of it. A time that does not exist (spring forward)
     fires just after the gap instead of being skipped, as CronTrigger already does."""
@@ -156,7 +158,8 @@ class Daemon:
                 log.exception("%s failed", name)
                 outcome = f"error: {error}"
             self.ledger.record_job(name, last_finished_at=self.clock(), last_outcome=outcome)
-            log.info("%s: %s", name, outcome)
+            quiet = outcome.startswith(("nothing to send", "no digest due"))
+            log.log(logging.DEBUG if quiet else logging.INFO, "%s: %s", name, outcome)
             return outcome
         finally:
             with self.idle:
@@ -207,7 +210,10 @@ class Daemon:
             return f"digest {period.label} already {state}"
         report = send_digest(self.settings, period, now=now, progress=False,
                              should_stop=self.stop.is_set)
-        if not self.stop.is_set() and not report.pending:
+        if self.stop.is_set():
+            self.ledger.suspend_campaign(key, "interrupted by a shutdown; the next run resumes "
+                                         "at the next unsent recipient")
+        elif not report.pending:
             self.ledger.finish_campaign(key, note=report.summary())
         return f"digest {period.label}: {report.summary()}"
 
@@ -242,6 +248,7 @@ def run_daemon(settings: Settings) -> int:
     from apscheduler.triggers.interval import IntervalTrigger
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)  # one line per run is ours
     daemon = Daemon(settings)
     scheduler = BlockingScheduler(
         timezone=settings.tz,

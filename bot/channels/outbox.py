@@ -22,6 +22,12 @@ class OutboxChannel(Channel):
     type = "outbox"
     sends_digest = True
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # One outbox can stand in for the social channels, the email channel, or both.
+        self.posts_briefs = bool(self.options.get("posts", True))
+        self.sends_digest = bool(self.options.get("digest", True))
+
     @property
     def folder(self) -> Path:
         base = self.settings.resolve(self.options.get("folder", "outbox"))

@@ -1,0 +1,530 @@
+"""The mailing list: who gets the digest, and who asked never to get it again.
+
+Subscribers live in the ledger's database (same `metadata`, so `Ledger.upgrade()` creates the
+table) because the digest sender checks an address and claims its delivery in one place. Rows
+are never deleted on unsubscribe: the row is what keeps a later import from re-adding someone
+who left. Reading the active list is streamed by id (keyset pagination), so a list of any size
+costs one batch of memory.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, TextIO
+
+from email_validator import EmailNotValidError, validate_email
+from sqlalchemy import (
+    Column,
+    DateTime,
+    Engine,
+    Index,
+    Integer,
+    String,
+    Table,
+    delete,
+    func,
+    inspect,
+    select,
+    update,
+)
+
+from bot.ledger import Ledger, metadata
+
+STATES = ("pending", "active", "unsubscribed", "bounced")
+LEFT = ("unsubscribed", "bounced")  # states an import or `add` from a file never overrides
+IMPORT_COLUMNS = ("email", "name", "state")
+EXPORT_COLUMNS = (*IMPORT_COLUMNS, "created_at", "confirmed_at", "unsubscribed_at", "bounced_at")
+CONFIRMATION_RESEND_AFTER = timedelta(minutes=10)
+
+subscribers = Table(
+    "subscribers",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("email", String(320), nullable=False, unique=True),
+    Column("name", String(200)),
+    Column("state", String(16), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("confirmed_at", DateTime(timezone=True)),
+    Column("unsubscribed_at", DateTime(timezone=True)),
+    Column("bounced_at", DateTime(timezone=True)),
+    Column("hard_bounces", Integer, nullable=False, default=0),
+    Column("soft_bounces", Integer, nullable=False, default=0),  # consecutive
+    Index("ix_subscribers_state_id", "state", "id"),
+)
+
+
+def normalise_email(text: str) -> str:
+    """Trim, check the syntax, lower-case the domain; the local part is kept as written.
+
+    Raises ValueError with a message a user can act on. Deliverability (DNS) is not checked:
+    that needs the network and says little; bounces tell the truth later.
+    """
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError("an email address is required")
+    candidate = text.strip()
+    try:
+        result = validate_email(candidate, check_deliverability=False)
+    except EmailNotValidError as error:
+        raise ValueError(f"{candidate!r} is not a valid email address: {error}") from None
+    return f"{result.local_part}@{result.domain.lower()}"
+
+
+def _check_state(state: str) -> str:
+    if state not in STATES:
+        raise ValueError(f"unknown state {state!r}; use one of: {', '.join(STATES)}")
+    return state
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+@dataclass(frozen=True)
+class Subscriber:
+    id: int
+    email: str
+    name: str | None
+    state: str
+    created_at: datetime
+    updated_at: datetime
+    confirmed_at: datetime | None
+    unsubscribed_at: datetime | None
+    bounced_at: datetime | None
+    hard_bounces: int
+    soft_bounces: int
+
+    @classmethod
+    def from_row(cls, row: Any) -> Subscriber:
+        m = row._mapping
+        return cls(**{
+            name: _aware(m[name]) if name.endswith("_at") else m[name]
+            for name in cls.__dataclass_fields__
+        })
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: v.isoformat() if isinstance(v, datetime) else v
+                for k, v in self.__dict__.items()}
+
+
+@dataclass(frozen=True)
+class RejectedRow:
+    line: int
+    reason: str
+
+    def __str__(self) -> str:
+        return f"line {self.line}: {self.reason}"
+
+
+@dataclass
+class ImportReport:
+    """What an import did, or, when any row was rejected, why it did nothing."""
+
+    path: str
+    rows: int = 0
+    added: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    kept_out: list[str] = field(default_factory=list)  # left the list before: not re-added
+    rejected: list[RejectedRow] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.rejected
+
+    def summary(self) -> str:
+        if self.rejected:
+            return (f"{self.path}: {len(self.rejected)} of {self.rows} rows rejected; "
+                    "nothing was imported. Fix the rows above and import the file again")
+        return (f"{self.path}: {self.rows} rows: {self.added} added, {self.updated} updated, "
+                f"{self.unchanged} unchanged ({len(self.kept_out)} had unsubscribed or bounced "
+                "and were not re-added)")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "rows": self.rows, "added": self.added,
+                "updated": self.updated, "unchanged": self.unchanged,
+                "kept_out": self.kept_out,
+                "rejected": [{"line": r.line, "reason": r.reason} for r in self.rejected]}
+
+
+@dataclass(frozen=True)
+class _Row:
+    line: int
+    email: str
+    name: str | None
+    state: str
+
+
+class Subscribers:
+    """The subscriber list, on the ledger's engine and clock."""
+
+    def __init__(self, ledger: Ledger):
+        self.ledger = ledger
+        self.engine = ledger.engine
+        self._insert = _dialect_insert(self.engine)
+        if not ledger.readonly:
+            metadata.create_all(self.engine, tables=[subscribers])
+        self._missing = ledger.readonly and not (
+            ledger.exists and inspect(self.engine).has_table("subscribers")
+        )
+
+    def _now(self) -> datetime:
+        return self.ledger.clock()
+
+    @staticmethod
+    def _key(email: str) -> str | None:
+        try:
+            return normalise_email(email)
+        except ValueError:
+            return None
+
+    # -- one address ------------------------------------------------------------------
+
+    def get(self, email: str) -> Subscriber | None:
+        key = self._key(email)
+        if key is None or self._missing:
+            return None
+        with self.engine.connect() as conn:
+            row = conn.execute(select(subscribers).where(subscribers.c.email == key)).first()
+        return Subscriber.from_row(row) if row else None
+
+    def is_active(self, email: str) -> bool:
+        key = self._key(email)
+        if key is None or self._missing:
+            return False
+        with self.engine.connect() as conn:
+            state = conn.execute(
+                select(subscribers.c.state).where(subscribers.c.email == key)
+            ).scalar()
+        return state == "active"
+
+    def add(self, email: str, name: str | None = None, *, state: str = "active") -> Subscriber:
+        """Add an address, or set an existing one's state (and name, if given).
+
+        An operator's explicit `add` re-subscribes someone who had left; imports never do.
+        """
+        key = normalise_email(email)
+        _check_state(state)
+        now = self._now()
+        with self.engine.begin() as conn:
+            conn.execute(
+                self._insert(subscribers)
+                .values(**_new_row(key, name, state, now))
+                .on_conflict_do_nothing(index_elements=["email"])
+            )
+            current = conn.execute(
+                select(subscribers).where(subscribers.c.email == key)
+            ).first()
+            changes: dict[str, Any] = {}
+            if name and current.name != name:
+                changes["name"] = name
+            if current.state != state:
+                changes.update(state=state, **_stamps(state, now))
+                if state in ("active", "pending"):
+                    changes.update(soft_bounces=0, hard_bounces=0)
+            if changes:
+                conn.execute(update(subscribers).where(subscribers.c.email == key)
+                             .values(updated_at=now, **changes))
+                current = conn.execute(
+                    select(subscribers).where(subscribers.c.email == key)
+                ).first()
+        return Subscriber.from_row(current)
+
+    def request(self, email: str, name: str | None = None) -> bool:
+        """A sign-up from the web form: True when a confirmation email should go out.
+
+        The address stays `pending` until confirmed (double opt-in). An active address is left
+        alone, and a pending one is not mailed again within a few minutes, so the form cannot
+        be used to flood someone's inbox.
+        """
+        key = normalise_email(email)
+        now = self._now()
+        with self.engine.begin() as conn:
+            inserted = conn.execute(
+                self._insert(subscribers)
+                .values(**_new_row(key, name, "pending", now))
+                .on_conflict_do_nothing(index_elements=["email"])
+                .returning(subscribers.c.id)
+            ).first()
+            if inserted is not None:
+                return True
+            current = conn.execute(
+                select(subscribers).where(subscribers.c.email == key)
+            ).first()
+            if current.state == "active":
+                return False
+            if current.state == "pending" and (
+                _aware(current.updated_at) > now - CONFIRMATION_RESEND_AFTER
+            ):
+                return False
+            conn.execute(
+                update(subscribers).where(subscribers.c.email == key)
+                .values(state="pending", updated_at=now, name=name or current.name)
+            )
+            return True
+
+    def _transition(self, email: str, from_states: tuple[str, ...], to_state: str) -> bool:
+        key = self._key(email)
+        if key is None or self._missing:
+            return False
+        now = self._now()
+        values: dict[str, Any] = {"state": to_state, "updated_at": now, **_stamps(to_state, now)}
+        if to_state == "active":
+            values.update(soft_bounces=0)
+        with self.engine.begin() as conn:
+            return conn.execute(
+                update(subscribers)
+                .where((subscribers.c.email == key) & subscribers.c.state.in_(from_states))
+                .values(**values)
+            ).rowcount == 1
+
+    def unsubscribe(self, email: str) -> bool:
+        """True when the address was on the list and now is not (idempotent otherwise)."""
+        return self._transition(email, ("pending", "active", "bounced"), "unsubscribed")
+
+    def confirm(self, email: str) -> bool:
+        """pending -> active; True when that happened."""
+        return self._transition(email, ("pending",), "active")
+
+    def remove(self, email: str, *, purge: bool = False) -> bool:
+        """Unsubscribe (keeping the row as a do-not-mail marker), or delete it with `purge`.
+
+        True when the address was known.
+        """
+        key = self._key(email)
+        if key is None or self._missing:
+            return False
+        if purge:
+            with self.engine.begin() as conn:
+                return conn.execute(
+                    delete(subscribers).where(subscribers.c.email == key)
+                ).rowcount == 1
+        self.unsubscribe(key)
+        return self.get(key) is not None
+
+    def record_bounce(self, email: str, *, hard: bool, hard_limit: int, soft_limit: int) -> bool:
+        """Count a bounce; True when this one made the address `bounced`."""
+        key = self._key(email)
+        if key is None or self._missing:
+            return False
+        now = self._now()
+        counter = subscribers.c.hard_bounces if hard else subscribers.c.soft_bounces
+        limit = hard_limit if hard else soft_limit
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(subscribers).where(subscribers.c.email == key)
+                .values({counter: counter + 1, subscribers.c.updated_at: now})
+            )
+            return conn.execute(
+                update(subscribers)
+                .where((subscribers.c.email == key)
+                       & subscribers.c.state.in_(["active", "pending"])
+                       & (counter >= limit))
+                .values(state="bounced", bounced_at=now, updated_at=now)
+            ).rowcount == 1
+
+    def record_delivered(self, email: str) -> None:
+        """A message was accepted: soft bounces count only when consecutive."""
+        key = self._key(email)
+        if key is None or self._missing:
+            return
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(subscribers)
+                .where((subscribers.c.email == key) & (subscribers.c.soft_bounces != 0))
+                .values(soft_bounces=0, updated_at=self._now())
+            )
+
+    # -- the whole list ------------------------------------------------------------------
+
+    def _stream(self, state: str | None, batch: int) -> Iterator[Subscriber]:
+        if self._missing:
+            return
+        if batch < 1:
+            raise ValueError("batch must be at least 1")
+        last_id = 0
+        while True:
+            query = select(subscribers).where(subscribers.c.id > last_id)
+            if state is not None:
+                query = query.where(subscribers.c.state == state)
+            with self.engine.connect() as conn:
+                rows = conn.execute(query.order_by(subscribers.c.id).limit(batch)).all()
+            for row in rows:
+                yield Subscriber.from_row(row)
+            if len(rows) < batch:
+                return
+            last_id = rows[-1].id
+
+    def iter_active(self, batch: int = 1000) -> Iterator[Subscriber]:
+        """Active subscribers in id order, `batch` rows per query; no connection held between.
+
+        A subscriber who joins during the iteration is included if their id comes later;
+        one who leaves may still be yielded, which is why the sender checks `is_active`.
+        """
+        return self._stream("active", batch)
+
+    def iter_all(self, state: str | None = None, batch: int = 1000) -> Iterator[Subscriber]:
+        if state is not None:
+            _check_state(state)
+        return self._stream(state, batch)
+
+    def count(self, state: str | None = None) -> int:
+        if self._missing:
+            return 0
+        query = select(func.count()).select_from(subscribers)
+        if state is not None:
+            query = query.where(subscribers.c.state == _check_state(state))
+        with self.engine.connect() as conn:
+            return int(conn.execute(query).scalar_one())
+
+    def export_csv(self, out: TextIO) -> int:
+        """Every subscriber, any state (the unsubscribed are the do-not-mail list); returns rows."""
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(EXPORT_COLUMNS)
+        rows = 0
+        for sub in self._stream(None, 1000):
+            data = sub.as_dict()
+            writer.writerow(["" if data[c] is None else data[c] for c in EXPORT_COLUMNS])
+            rows += 1
+        return rows
+
+    def import_csv(self, path: Path) -> ImportReport:
+        """Import `email[,name][,state]` rows: all of them, or, if any is rejected, none.
+
+        A header row naming the columns is optional. Addresses that unsubscribed or bounced
+        are never re-added, and an import never demotes an active address to pending.
+        """
+        path = Path(path)
+        report = ImportReport(path=str(path))
+        rows = _read_rows(path, report)
+        if report.rejected:
+            return report
+        now = self._now()
+        with self.engine.begin() as conn:
+            for start in range(0, len(rows), 500):
+                chunk = rows[start:start + 500]
+                existing = {
+                    r.email: r for r in conn.execute(
+                        select(subscribers.c.email, subscribers.c.name, subscribers.c.state)
+                        .where(subscribers.c.email.in_([row.email for row in chunk]))
+                    )
+                }
+                new = []
+                for row in chunk:
+                    current = existing.get(row.email)
+                    if current is None:
+                        new.append(_new_row(row.email, row.name, row.state, now))
+                        continue
+                    changes = _import_changes(current, row, now)
+                    if current.state in LEFT and row.state not in LEFT:
+                        report.kept_out.append(row.email)
+                    if changes:
+                        conn.execute(update(subscribers)
+                                     .where(subscribers.c.email == row.email)
+                                     .values(updated_at=now, **changes))
+                        report.updated += 1
+                    else:
+                        report.unchanged += 1
+                if new:
+                    result = conn.execute(
+                        self._insert(subscribers).on_conflict_do_nothing(
+                            index_elements=["email"]), new,
+                    )
+                    added = result.rowcount if result.rowcount >= 0 else len(new)
+                    report.added += added
+                    report.unchanged += len(new) - added
+        return report
+
+
+def _stamps(state: str, now: datetime) -> dict[str, datetime]:
+    """The timestamp column a state change sets."""
+    column = {"active": "confirmed_at", "unsubscribed": "unsubscribed_at",
+              "bounced": "bounced_at"}.get(state)
+    return {column: now} if column else {}
+
+
+def _new_row(email: str, name: str | None, state: str, now: datetime) -> dict[str, Any]:
+    """Every column, always the same keys, so a batch of rows is one `executemany`."""
+    return {"email": email, "name": name or None, "state": state, "created_at": now,
+            "updated_at": now, "confirmed_at": None, "unsubscribed_at": None,
+            "bounced_at": None, "hard_bounces": 0, "soft_bounces": 0, **_stamps(state, now)}
+
+
+def _import_changes(current: Any, row: _Row, now: datetime) -> dict[str, Any]:
+    if current.state in LEFT:
+        return {}  # whoever left stays out, untouched; only an operator's `add` brings them back
+    changes: dict[str, Any] = {}
+    if row.name and row.name != current.name:
+        changes["name"] = row.name
+    promotes = current.state == "pending" and row.state == "active"
+    if row.state in LEFT or promotes:
+        changes.update(state=row.state, **_stamps(row.state, now))
+    return changes
+
+
+def _read_rows(path: Path, report: ImportReport) -> list[_Row]:
+    """Parse and validate every row; problems go to `report.rejected` with their line."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as error:
+        report.rejected.append(RejectedRow(0, f"{path} is not UTF-8 text ({error.reason} at "
+                                              f"byte {error.start}); save it as UTF-8 CSV"))
+        return []
+    reader = csv.reader(io.StringIO(text, newline=""))
+    columns = list(IMPORT_COLUMNS)
+    rows: list[_Row] = []
+    seen: dict[str, int] = {}
+    first, end_of_previous = True, 0
+    for cells in reader:
+        line, end_of_previous = end_of_previous + 1, reader.line_num
+        cells = [c.strip() for c in cells]
+        if not any(cells):
+            continue
+        if first and cells[0].lower() == "email":
+            first = False
+            unknown = [c for c in cells if c.lower() not in EXPORT_COLUMNS]
+            if unknown:
+                report.rejected.append(RejectedRow(line, f"unknown column {unknown[0]!r}; "
+                                                         "the columns are email, name, state"))
+                return []
+            columns = [c.lower() for c in cells]
+            continue
+        first = False
+        report.rows += 1
+        if len(cells) > len(columns):
+            report.rejected.append(RejectedRow(
+                line, f"{len(cells)} values, expected at most {len(columns)} "
+                      f"({', '.join(columns)}); quote names that contain commas"))
+            continue
+        data = dict(zip(columns, cells, strict=False))
+        try:
+            email = normalise_email(data.get("email", ""))
+            state = _check_state(data.get("state") or "active")
+        except ValueError as error:
+            report.rejected.append(RejectedRow(line, str(error)))
+            continue
+        if email in seen:
+            report.rejected.append(RejectedRow(
+                line, f"{email} appears twice (first on line {seen[email]}); keep one row"))
+            continue
+        seen[email] = line
+        rows.append(_Row(line, email, data.get("name") or None, state))
+    return rows
+
+
+def _dialect_insert(engine: Engine) -> Callable[..., Any]:
+    """`insert` with `on_conflict_do_nothing`, for the two databases the ledger supports."""
+    if engine.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    return sqlite_insert

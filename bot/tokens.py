@@ -1,0 +1,145 @@
+"""Signed per-recipient tokens for unsubscribe and confirmation links.
+
+A token is `base64url(purpose:email).base64url(HMAC-SHA256(secret, that))`: it needs no
+database row, works for as long as the secret is unchanged (an unsubscribe link in an old
+digest must keep working), and cannot be forged or moved to another address or purpose.
+
+The secret comes from the environment variable named by `email.token_secret_env`. Without it,
+a random secret is generated once into the state folder, so the default configuration runs with
+no credentials; several machines must then share the variable instead.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import logging
+import os
+import re
+import secrets
+from pathlib import Path
+from urllib.parse import quote
+
+from bot.config import ConfigError, Settings
+
+log = logging.getLogger(__name__)
+
+PURPOSES = ("unsubscribe", "confirm")
+SECRET_FILE = "token-secret"
+MAX_TOKEN_CHARS = 1200  # an address is at most 320 characters; anything longer is garbage
+_DOMAIN = b"briefbot-token-v1\0"
+_TOKEN = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]{43}")
+_file_secrets: dict[Path, bytes] = {}
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def token_secret(settings: Settings) -> bytes:
+    """The signing key: the environment variable, else the state folder's generated one."""
+    env_name = settings.config.email.token_secret_env
+    value = os.environ.get(env_name, "")
+    if value:
+        return value.encode("utf-8")
+    return _file_secret(settings.state_dir / SECRET_FILE, env_name)
+
+
+def _file_secret(path: Path, env_name: str) -> bytes:
+    if path in _file_secrets:
+        return _file_secrets[path]
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not path.exists():
+            _create_secret_file(path)
+        value = path.read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(
+            f"email.token_secret_env: {env_name} is not set and the generated secret in {path} "
+            f"cannot be used ({error.__class__.__name__}); export {env_name}"
+        ) from None
+    if len(value) < 32:
+        raise ConfigError(f"{path}: the generated token secret is damaged; delete the file "
+                          f"(links already sent stop working) or export {env_name}")
+    log.warning(
+        "%s is not set: unsubscribe and confirmation links are signed with a secret generated "
+        "in %s. Set %s (the same value everywhere) if more than one machine sends mail or "
+        "serves the web pages", env_name, path, env_name,
+    )
+    _file_secrets[path] = value.encode("ascii")
+    return _file_secrets[path]
+
+
+def _create_secret_file(path: Path) -> None:
+    """Write whole and owner-only, and never replace a secret another process just wrote."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(descriptor, "w", encoding="ascii") as handle:
+            handle.write(secrets.token_urlsafe(48) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        try:
+            os.link(temporary, path)
+        except FileExistsError:
+            pass
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def _signature(secret: bytes, payload: str) -> str:
+    return _b64(hmac.new(secret, _DOMAIN + payload.encode("ascii"), hashlib.sha256).digest())
+
+
+def make_token(settings: Settings, purpose: str, email: str) -> str:
+    if purpose not in PURPOSES:
+        raise ValueError(f"unknown token purpose {purpose!r}; use one of {PURPOSES}")
+    payload = _b64(f"{purpose}:{email}".encode())
+    return f"{payload}.{_signature(token_secret(settings), payload)}"
+
+
+def read_token(settings: Settings, purpose: str, token: str) -> str | None:
+    """The email a genuine token of this purpose was made for; None for anything else."""
+    if not isinstance(token, str) or len(token) > MAX_TOKEN_CHARS or not _TOKEN.fullmatch(token):
+        return None
+    payload, signature = token.split(".")
+    expected = _signature(token_secret(settings), payload)
+    if not hmac.compare_digest(signature.encode("ascii"), expected.encode("ascii")):
+        return None
+    try:
+        text = _unb64(payload).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    found, _, email = text.partition(":")
+    return email if found == purpose and email else None
+
+
+def _link(settings: Settings, route: str, purpose: str, email: str) -> str:
+    base = settings.config.email.base_url.rstrip("/")
+    return f"{base}/{route}/{make_token(settings, purpose, email)}"
+
+
+def unsubscribe_url(settings: Settings, email: str) -> str:
+    """The one-click link for `List-Unsubscribe` and the footer (RFC 8058)."""
+    return _link(settings, "unsubscribe", "unsubscribe", email)
+
+
+def confirm_url(settings: Settings, email: str) -> str:
+    return _link(settings, "confirm", "confirm", email)
+
+
+def unsubscribe_mailto(settings: Settings, email: str) -> str | None:
+    """`mailto:` for `List-Unsubscribe`, with the token in the subject; None if not set up."""
+    address = settings.config.email.unsubscribe_mailto
+    if not address:
+        return None
+    address = address.strip().removeprefix("mailto:")
+    separator = "&" if "?" in address else "?"
+    subject = quote(f"unsubscribe {make_token(settings, 'unsubscribe', email)}")
+    return f"mailto:{address}{separator}subject={subject}"

@@ -1,0 +1,259 @@
+"""The mailing list: through the real CLI, and the API on SQLite and a real PostgreSQL."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import tracemalloc
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import insert
+
+from bot.ledger import Ledger
+from bot.subscribers import Subscribers, normalise_email, subscribers
+
+
+def listed(project, *args: str) -> dict[str, dict]:
+    result = project.cli("subscribers", "list", "--json", *args, check=True)
+    return {row["email"]: row for row in json.loads(result.stdout)}
+
+
+# -- normalisation ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("given, expected", [
+    ("  Ann.Lee@Example.COM \n", "Ann.Lee@example.com"),  # trimmed, domain lower-cased
+    ("MiXeD+tag@EXAMPLE.org", "MiXeD+tag@example.org"),   # the local part is kept as written
+    ("x@Bücher.DE", "x@bücher.de"),
+])
+def test_addresses_are_normalised(given, expected):
+    assert normalise_email(given) == expected
+    assert normalise_email(expected) == expected
+
+
+@pytest.mark.parametrize("given, says", [
+    ("", "required"),
+    ("no-at-sign.example.org", "@-sign"),
+    ("two@@example.org", "not a valid email address"),
+    ("ann@localhost", "not a valid email address"),
+])
+def test_bad_addresses_raise_a_clear_value_error(given, says):
+    with pytest.raises(ValueError, match=says):
+        normalise_email(given)
+
+
+# -- the CLI ----------------------------------------------------------------------------------
+
+
+def test_add_list_and_export_through_the_cli(project):
+    added = project.cli("subscribers", "add", "  Ann@Example.COM ", "--name", "Ann Lee")
+    assert added.returncode == 0, added.stderr
+    assert "Ann@example.com: active" in added.stdout
+    project.cli("subscribers", "add", "bob@example.org", "--pending", check=True)
+
+    bad = project.cli("subscribers", "add", "not-an-address")
+    assert bad.returncode == 2
+    assert "'not-an-address' is not a valid email address" in bad.stderr
+
+    rows = listed(project)
+    assert set(rows) == {"Ann@example.com", "bob@example.org"}
+    assert (rows["Ann@example.com"]["name"], rows["Ann@example.com"]["state"]) == (
+        "Ann Lee", "active")
+    assert rows["Ann@example.com"]["confirmed_at"] is not None
+    assert rows["bob@example.org"]["state"] == "pending"
+    assert set(listed(project, "--state", "pending")) == {"bob@example.org"}
+    assert project.cli("subscribers", "list", "--state", "sleeping").returncode == 2
+
+    table = project.cli("subscribers", "list", check=True)
+    assert "Ann@example.com" in table.stdout and "pending" in table.stdout
+    assert "2 subscribers: 1 active, 1 pending" in table.stderr
+
+    exported = project.cli("subscribers", "export", check=True)
+    records = list(csv.DictReader(io.StringIO(exported.stdout)))
+    assert [(r["email"], r["name"], r["state"]) for r in records] == [
+        ("Ann@example.com", "Ann Lee", "active"), ("bob@example.org", "", "pending")]
+    project.cli("subscribers", "export", "list.csv", check=True)
+    assert (project.root / "list.csv").read_text(encoding="utf-8") == exported.stdout
+
+
+def test_an_import_with_bad_rows_imports_nothing_and_names_every_bad_line(project):
+    bad = project.root / "bad.csv"
+    bad.write_text(
+        "email,name,state\n"
+        "one@example.org,One\n"
+        "two@example.org,Two\n"
+        "three-at-example.org,Three\n"         # line 4: not an address
+        "four@example.org,Four\n"
+        "five@example.org,Five,sleeping\n",    # line 6: unknown state
+        encoding="utf-8",
+    )
+    result = project.cli("subscribers", "import", str(bad))
+    assert result.returncode == 1
+    assert f"{bad}:4: 'three-at-example.org' is not a valid email address" in result.stderr
+    assert f"{bad}:6: unknown state 'sleeping'" in result.stderr
+    assert "2 of 5 rows rejected; nothing was imported" in result.stderr
+    assert listed(project) == {}
+
+    good = project.root / "good.csv"
+    good.write_text('one@example.org,One\n Two@EXAMPLE.org ,"Two, Jr"\nthree@example.org,,'
+                    "pending\n", encoding="utf-8")
+    result = project.cli("subscribers", "import", str(good))
+    assert result.returncode == 0, result.stderr
+    assert "3 rows: 3 added" in result.stdout
+    rows = listed(project)
+    assert {e: (r["name"], r["state"]) for e, r in rows.items()} == {
+        "one@example.org": ("One", "active"),
+        "Two@example.org": ("Two, Jr", "active"),
+        "three@example.org": (None, "pending"),
+    }
+
+
+def test_duplicates_in_a_file_are_rejected_with_both_lines(project):
+    path = project.root / "dupes.csv"
+    path.write_text("a@example.org\nb@example.org\na@EXAMPLE.ORG\n", encoding="utf-8")
+    result = project.cli("subscribers", "import", str(path))
+    assert result.returncode == 1
+    assert f"{path}:3: a@example.org appears twice (first on line 1)" in result.stderr
+    assert listed(project) == {}
+
+
+def test_whoever_left_is_never_re_added_by_an_import(project):
+    project.cli("subscribers", "add", "gone@example.org", check=True)
+    assert project.cli("subscribers", "remove", "gone@example.org", check=True).returncode == 0
+    path = project.root / "again.csv"
+    path.write_text("email,name,state\ngone@example.org,Gone,active\nnew@example.org,,\n",
+                    encoding="utf-8")
+    result = project.cli("subscribers", "import", str(path), check=True)
+    assert "1 had unsubscribed or bounced and were not re-added" in result.stdout
+    rows = listed(project)
+    assert rows["gone@example.org"]["state"] == "unsubscribed"
+    assert rows["new@example.org"]["state"] == "active"
+
+    # An operator's explicit `add` is the one way back; `--purge` forgets the address.
+    project.cli("subscribers", "add", "gone@example.org", check=True)
+    assert listed(project)["gone@example.org"]["state"] == "active"
+    project.cli("subscribers", "remove", "gone@example.org", "--purge", check=True)
+    assert "gone@example.org" not in listed(project)
+    missing = project.cli("subscribers", "remove", "gone@example.org")
+    assert missing.returncode == 1 and "not on the list" in missing.stderr
+
+
+def test_an_export_imports_back_unchanged(project, tmp_path):
+    for address, extra in (("a@example.org", ()), ("b@example.org", ("--pending",))):
+        project.cli("subscribers", "add", address, *extra, check=True)
+    project.cli("subscribers", "remove", "a@example.org", check=True)
+    project.cli("subscribers", "export", "out.csv", check=True)
+    before = listed(project)
+    result = project.cli("subscribers", "import", "out.csv", check=True)
+    assert "2 unchanged" in result.stdout
+    assert listed(project) == before
+
+
+# -- the API, on both databases ---------------------------------------------------------------
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request, tmp_path):
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'ledger.sqlite3'}"
+    return request.getfixturevalue("pg_url")
+
+
+def test_the_subscriber_lifecycle(database_url, tmp_path):
+    clock = [datetime(2026, 3, 1, tzinfo=UTC)]
+    ledger = Ledger(database_url, clock=lambda: clock[0])
+    people = Subscribers(ledger)
+    try:
+        ann = people.add("Ann@Example.org", "Ann")
+        assert (ann.email, ann.state, ann.confirmed_at) == ("Ann@example.org", "active", clock[0])
+        assert people.get(" Ann@EXAMPLE.ORG ") == ann
+        assert people.is_active("Ann@example.org") and not people.is_active("ann@example.org")
+
+        assert people.request("new@example.org", "New")  # a confirmation is due
+        assert not people.request("new@example.org")  # not again within minutes
+        clock[0] += timedelta(hours=1)
+        assert people.request("new@example.org")
+        assert not people.request("Ann@example.org")  # already active: nothing to send
+        assert people.get("new@example.org").state == "pending"
+        assert not people.is_active("new@example.org")
+        assert people.confirm("new@example.org") and not people.confirm("new@example.org")
+        assert people.count("active") == 2
+
+        # Soft bounces count only in a row; hard ones at once.
+        limits = dict(hard_limit=1, soft_limit=2)
+        assert not people.record_bounce("new@example.org", hard=False, **limits)
+        people.record_delivered("new@example.org")
+        assert not people.record_bounce("new@example.org", hard=False, **limits)
+        assert people.is_active("new@example.org")
+        assert people.record_bounce("new@example.org", hard=False, **limits)
+        gone = people.get("new@example.org")
+        assert (gone.state, gone.soft_bounces, gone.bounced_at) == ("bounced", 2, clock[0])
+        assert not people.record_bounce("new@example.org", hard=False, **limits)  # already
+        assert people.record_bounce("Ann@example.org", hard=True, **limits)
+        assert people.get("Ann@example.org").hard_bounces == 1
+
+        people.add("c@example.org")
+        assert people.unsubscribe("c@example.org") and not people.unsubscribe("c@example.org")
+        assert people.get("c@example.org").unsubscribed_at == clock[0]
+        assert not people.unsubscribe("nobody@example.org")
+        assert people.remove("c@example.org", purge=True) and people.get("c@example.org") is None
+
+        path = tmp_path / "list.csv"
+        path.write_text("x@example.org,X\ny@example.org\nnew@example.org,,active\n")
+        report = people.import_csv(path)
+        assert (report.added, report.unchanged, report.kept_out) == (2, 1, ["new@example.org"])
+        assert people.get("new@example.org").state == "bounced"
+        assert [s.email for s in people.iter_active(batch=1)] == ["x@example.org",
+                                                                   "y@example.org"]
+        assert people.count() == 4
+
+        out = io.StringIO()
+        assert people.export_csv(out) == 4
+        assert out.getvalue().splitlines()[0] == (
+            "email,name,state,created_at,confirmed_at,unsubscribed_at,bounced_at")
+    finally:
+        ledger.close()
+
+
+def test_iter_active_pages_by_id_and_sees_changes_between_pages(tmp_path):
+    ledger = Ledger(f"sqlite:///{tmp_path / 'l.sqlite3'}")
+    people = Subscribers(ledger)
+    for n in range(7):
+        people.add(f"p{n}@example.org", state="pending" if n == 3 else "active")
+    seen = []
+    for subscriber in people.iter_active(batch=2):
+        seen.append(subscriber.email)
+        if subscriber.email == "p1@example.org":
+            people.unsubscribe("p5@example.org")   # left before their page was read
+            people.add("late@example.org")          # joined: a later id, still included
+    assert seen == ["p0@example.org", "p1@example.org", "p2@example.org", "p4@example.org",
+                    "p6@example.org", "late@example.org"]
+    with pytest.raises(ValueError):
+        list(people.iter_active(batch=0))
+    ledger.close()
+
+
+def test_iter_active_streams_instead_of_loading_the_list(tmp_path):
+    """The stream's peak memory is a small fraction of the whole list's."""
+    ledger = Ledger(f"sqlite:///{tmp_path / 'big.sqlite3'}")
+    people = Subscribers(ledger)
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    rows = [{"email": f"reader{n}@example.org", "name": None, "state": "active",
+             "created_at": now, "updated_at": now, "hard_bounces": 0, "soft_bounces": 0}
+            for n in range(10_000)]
+    with ledger.engine.begin() as conn:
+        conn.execute(insert(subscribers), rows)
+    del rows
+
+    tracemalloc.start()
+    count = sum(1 for _ in people.iter_active(batch=250))
+    streamed = tracemalloc.get_traced_memory()[1]
+    tracemalloc.reset_peak()
+    everyone = list(people.iter_active(batch=10_000))
+    loaded = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    ledger.close()
+    assert count == len(everyone) == 10_000
+    assert streamed * 10 < loaded, (streamed, loaded)
