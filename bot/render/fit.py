@@ -12,6 +12,7 @@ import re
 import unicodedata
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -147,9 +148,11 @@ class NetworkRules:
         return self.max_bytes is None or len(text.encode("utf-8")) <= self.max_bytes
 
 
-def mastodon_rules(max_length: int = 500) -> NetworkRules:
-    """Mastodon's rules; instances may raise the 500-character default."""
-    return NetworkRules("mastodon", max_length, mastodon_length, url_counts_full=False)
+def mastodon_rules(max_length: int = 500, url_length: int = URL_LENGTH) -> NetworkRules:
+    """Mastodon's rules; an instance may change the 500-character default and the link charge."""
+    count = mastodon_length if url_length == URL_LENGTH else partial(
+        mastodon_length, url_length=url_length)
+    return NetworkRules("mastodon", max_length, count, url_counts_full=False)
 
 
 X = NetworkRules("x", 280, x_weighted_length, url_counts_full=False)

@@ -15,7 +15,10 @@ from bot.render.templates import template_env
 RULES = {
     "generic": lambda options: fit.GENERIC,
     "x": lambda options: fit.X,
-    "mastodon": lambda options: fit.mastodon_rules(int(options.get("max_characters", 500))),
+    "mastodon": lambda options: fit.mastodon_rules(
+        int(options.get("max_characters", 500)),
+        int(options.get("characters_reserved_per_url", fit.URL_LENGTH)),
+    ),
     "bluesky": lambda options: fit.BLUESKY,
 }
 
