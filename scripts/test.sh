@@ -12,6 +12,10 @@ python3 -m venv .venv
 if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
   apt-get update -qq && apt-get install -y -qq postgresql >/dev/null
 fi
+# The email tests score a rendered digest with SpamAssassin's local rules.
+if ! command -v spamassassin >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+  apt-get update -qq && apt-get install -y -qq spamassassin >/dev/null
+fi
 if [ -f scripts/install-pds.sh ]; then
   bash scripts/install-pds.sh
 fi

@@ -1,0 +1,321 @@
+"""Briefs → the digest email and the single-brief email: Jinja → MJML → HTML, plus a text part.
+
+Both parts are rendered from the same item data by `templates/email/*.j2` (a user's templates
+folder overrides any of them), then MIME-encoded once by `bot.render.mime`; per recipient only
+the personal parts are swapped in.
+
+Hero images: an email shows a brief's image only when it is an absolute `https://` URL. A local
+path or a plain `http://` URL is left out of the email (mail clients block or warn about them and
+we do not host images); the brief still goes out, without its picture. Front-matter
+`image_width`/`image_height` give the image's height in the email; otherwise it scales (`auto`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import unicodedata
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from functools import cache, lru_cache
+from typing import Any, NamedTuple
+from urllib.parse import urlsplit
+
+import jinja2
+import mjml
+import nh3
+from markdown_it import MarkdownIt
+from markupsafe import Markup
+
+from bot.briefs import Brief, clean_text
+from bot.config import ConfigError, Settings
+from bot.ledger import DeliveryKey
+from bot.render.mime import HeaderValueError, PreparedEmail, Recipient, assemble
+from bot.render.templates import template_env
+
+__all__ = ["PreparedEmail", "Recipient", "RenderedEmail", "message_id_for", "prepare_brief_email",
+           "prepare_digest", "render_brief_email", "render_digest"]
+
+IMAGE_WIDTH = 552  # the 600px column minus its padding
+PREHEADER_LIMIT = 140
+UNCATEGORISED = "Other news"
+_WRAP = re.compile(r"\S.{0,71}(?=\s|$)|\S+")
+_SPACE = re.compile(r"\s")
+_COMMENT = re.compile(r"<!--.*?-->", re.DOTALL)
+_DOMAIN = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?")
+_MARKDOWN = MarkdownIt("commonmark", {"html": False})
+# Resolving the template folders costs more than rendering a small email; settings don't change.
+_template_env = lru_cache(maxsize=16)(template_env)
+_SECTION_TAGS = {"p", "br", "strong", "em", "b", "i", "a", "ul", "ol", "li", "blockquote",
+                 "code", "pre", "h3", "h4", "hr"}
+
+
+class Image(NamedTuple):
+    src: str
+    alt: str
+    width: int
+    height: int | None
+
+
+class Section(NamedTuple):
+    name: str
+    html: Markup  # sanitised
+    text: str  # the Markdown source, readable as it is
+
+
+class Item(NamedTuple):
+    """What a template sees of one brief."""
+
+    id: str
+    title: str
+    summary: str
+    source: str
+    url: str
+    category: str
+    published_at: datetime | None
+    image: Image | None
+    compact: bool = False  # shown as title and link only, to keep the HTML under the size cap
+    summary_wrapped: str = ""  # the summary in lines of at most 72 characters, for the text part
+    sections: tuple[Section, ...] = ()
+
+
+class Group(NamedTuple):
+    name: str
+    items: list[Item]
+
+
+@dataclass(frozen=True)
+class RenderedEmail:
+    """Both bodies before MIME encoding, for previews; `token` stands where each recipient's
+    unsubscribe URL goes (`PreparedEmail.html_for` fills it in)."""
+
+    subject: str
+    preheader: str
+    html: str
+    text: str
+    token: str
+
+
+def prepare_digest(settings: Settings, briefs: list[Brief], *, period_label: str,
+                   now: datetime) -> PreparedEmail:
+    """The period's digest, rendered and MIME-encoded once, ready to `personalise`."""
+    return _prepare(settings, render_digest(settings, briefs, period_label=period_label, now=now))
+
+
+def prepare_brief_email(settings: Settings, brief: Brief, *, now: datetime) -> PreparedEmail:
+    return _prepare(settings, render_brief_email(settings, brief, now=now))
+
+
+def render_digest(settings: Settings, briefs: list[Brief], *, period_label: str,
+                  now: datetime) -> RenderedEmail:
+    """The period's briefs grouped by category; later items shrink to fit `max_html_bytes`."""
+    email = settings.config.email
+    items = [_item(brief, settings) for brief in _display_order(briefs)]
+    label = _tidy(period_label)
+    subject = f"{_tidy(email.list_name)}: {label}"
+    count = f"{len(items)} brief{'s' if len(items) != 1 else ''}"
+    preheader = _shorten(f"{count}: " + "; ".join(item.title for item in items)
+                         if items else f"No new briefs for {label}.")
+    token = _token(subject, briefs)
+    base = _context(settings, subject=subject, preheader=preheader, token=token, now=now)
+
+    @cache
+    def render(full: int, shown: int) -> tuple[str, str]:
+        fitted = [item if n < full else _compact(item) for n, item in enumerate(items[:shown])]
+        context = {**base, "period_label": label, "items": fitted, "groups": _groups(fitted),
+                   "count": len(items), "omitted": len(items) - shown}
+        return _render(settings, "digest", context, token)
+
+    html, text = _fit(render, len(items), email.max_html_bytes)
+    return RenderedEmail(subject, preheader, html, text, token)
+
+
+def render_brief_email(settings: Settings, brief: Brief, *, now: datetime) -> RenderedEmail:
+    """One brief on its own, with its sections rendered from Markdown."""
+    item = _item(brief, settings, with_sections=True)
+    preheader = _shorten(item.summary or item.title)
+    token = _token(item.title, [brief])
+    context = {**_context(settings, subject=item.title, preheader=preheader, token=token,
+                          now=now), "item": item}
+    html, text = _render(settings, "brief", context, token)
+    return RenderedEmail(item.title, preheader, html, text, token)
+
+
+def message_id_for(key: DeliveryKey, domain: str) -> str:
+    """The same `<...@domain>` for the same delivery key, so a resent email is recognisably the
+    same message (receivers and our own reconciliation deduplicate on it)."""
+    domain = domain.strip().lower()
+    if not _DOMAIN.fullmatch(domain):
+        raise ValueError(f"{domain!r} is not a domain name for a Message-ID")
+    digest = hashlib.sha256(str(key).encode("utf-8")).hexdigest()[:32]
+    return f"<{digest}.briefbot@{domain}>"
+
+
+def section_html(markdown: str) -> Markup:
+    """Brief Markdown → HTML safe to place inside the MJML (no raw HTML, scripts or images)."""
+    html = _MARKDOWN.render(_COMMENT.sub("", markdown))
+    return Markup(nh3.clean(html, tags=_SECTION_TAGS, attributes={"a": {"href", "title"}},
+                            url_schemes={"http", "https", "mailto"}))
+
+
+def _item(brief: Brief, settings: Settings, *, with_sections: bool = False) -> Item:
+    title = _tidy(brief.title or "") or brief.id
+    url = brief.source_url or ""
+    source = _tidy(brief.source or "") or urlsplit(url).hostname or ""
+    sections: tuple[Section, ...] = ()
+    if with_sections:
+        sections = tuple(
+            Section(_heading(name), section_html(text), _COMMENT.sub("", text).strip())
+            for name, text in brief.sections.items()
+            if _COMMENT.sub("", text).strip() and text.strip() != url
+        )
+    published = brief.published_at.astimezone(settings.tz) if brief.published_at else None
+    summary = _tidy(brief.summary)
+    return Item(id=brief.id, title=title, summary=summary, source=source, url=url,
+                category=_tidy(brief.category or "") or UNCATEGORISED,
+                published_at=published, image=_image(brief, title), sections=sections,
+                summary_wrapped=_wrap(summary))
+
+
+def _wrap(text: str) -> str:
+    """Lines of at most 72 characters, broken at spaces (a longer word gets its own line).
+
+    One regular expression: Jinja's `wordwrap` (textwrap) costs more than the MJML compile."""
+    return "\n".join(_WRAP.findall(text))
+
+
+def _image(brief: Brief, title: str) -> Image | None:
+    src = (brief.image or "").strip()
+    parts = urlsplit(src)
+    if parts.scheme != "https" or not parts.netloc or _SPACE.search(src):
+        return None
+    alt = _tidy(brief.image_alt or "") or title
+    width, height = brief.extra.get("image_width"), brief.extra.get("image_height")
+    scaled = None
+    if isinstance(width, int) and isinstance(height, int) and width > 0 and height > 0:
+        scaled = max(1, round(IMAGE_WIDTH * height / width))
+    return Image(src=src, alt=alt, width=IMAGE_WIDTH, height=scaled)
+
+
+def _compact(item: Item) -> Item:
+    return item._replace(summary="", summary_wrapped="", image=None, sections=(), compact=True)
+
+
+def _heading(name: str) -> str:
+    return name.capitalize() if name.isupper() else name
+
+
+def _display_order(briefs: Iterable[Brief]) -> list[Brief]:
+    """Oldest first, grouped by category in the order categories first appear."""
+    ordered = sorted(briefs, key=lambda b: (b.published_at is None, b.published_at or 0, b.id))
+    categories: dict[str, list[Brief]] = {}
+    for brief in ordered:
+        name = _tidy(brief.category or "") or UNCATEGORISED
+        categories.setdefault(name, []).append(brief)
+    uncategorised = categories.pop(UNCATEGORISED, [])
+    return [brief for group in categories.values() for brief in group] + uncategorised
+
+
+def _groups(items: list[Item]) -> list[Group]:
+    groups: dict[str, list[Item]] = {}
+    for item in items:
+        groups.setdefault(item.category, []).append(item)
+    return [Group(name, members) for name, members in groups.items()]
+
+
+def _fit(render: Callable[[int, int], tuple[str, str]], count: int,
+         limit: int) -> tuple[str, str]:
+    """The most full items, else the most title-only items, whose HTML fits in `limit` bytes."""
+
+    def fits(full: int, shown: int) -> bool:
+        return len(render(full, shown)[0].encode("utf-8")) <= limit
+
+    if fits(count, count):
+        return render(count, count)
+    full = _largest(lambda n: fits(n, count), count - 1)
+    if full is not None:
+        return render(full, count)
+    return render(0, _largest(lambda n: fits(0, n), count - 1) or 0)
+
+
+def _largest(ok: Callable[[int], bool], high: int) -> int | None:
+    """The largest n in 0..high with ok(n), for an `ok` that turns false and stays false."""
+    low, best = 0, None
+    while low <= high:
+        middle = (low + high) // 2
+        if ok(middle):
+            best, low = middle, middle + 1
+        else:
+            high = middle - 1
+    return best
+
+
+def _context(settings: Settings, *, subject: str, preheader: str, token: str,
+             now: datetime) -> dict[str, Any]:
+    email = settings.config.email
+    return {
+        "subject": subject,
+        "preheader": preheader,
+        "list_name": _tidy(email.list_name),
+        "postal_address": _tidy(email.postal_address),
+        "base_url": email.base_url.rstrip("/"),
+        "unsubscribe_url": token,
+        "now": now.astimezone(settings.tz),
+    }
+
+
+def _render(settings: Settings, name: str, context: dict[str, Any],
+            token: str) -> tuple[str, str]:
+    env = _template_env(settings)
+    parts = []
+    for template in (f"email/{name}.mjml.j2", f"email/{name}.txt.j2"):
+        try:
+            parts.append(env.get_template(template).render(context).strip() + "\n")
+        except jinja2.TemplateError as error:
+            raise ConfigError(f"template {template}: {error}; fix the template in "
+                              f"{settings.config.templates}/ or delete it to use the "
+                              "built-in one") from None
+        if token not in parts[-1]:
+            raise ConfigError(f"template {template} has no unsubscribe link; every email must "
+                              "carry one: put {{ unsubscribe_url }} in it")
+    source, text = parts
+    try:
+        html = mjml.mjml2html(source, disable_comments=True)
+    except ValueError as error:
+        raise ConfigError(f"template email/{name}.mjml.j2 is not valid MJML ({error}); "
+                          "fix the template") from None
+    return html, text
+
+
+def _prepare(settings: Settings, rendered: RenderedEmail) -> PreparedEmail:
+    email = settings.config.email
+    try:
+        return assemble(from_address=email.from_address, subject=rendered.subject,
+                        list_id=email.list_id, reply_to=email.reply_to, html=rendered.html,
+                        text=rendered.text, preheader=rendered.preheader, token=rendered.token)
+    except HeaderValueError as error:
+        key = {"From": "from_address", "Reply-To": "reply_to", "List-Id": "list_id"}[error.header]
+        raise ConfigError(f"`email.{key}`: {error}; fix it in the configuration") from None
+
+
+def _token(subject: str, briefs: Iterable[Brief]) -> str:
+    """Stands for the unsubscribe URL until `personalise`: letters, digits and hyphens only, so
+    HTML escaping, MJML and quoted-printable leave it alone; derived from the content, so no
+    brief can contain it."""
+    seed = "\0".join([subject, *(brief.content_hash for brief in briefs)])
+    return "briefbot-unsubscribe-" + hashlib.sha256(seed.encode("utf-8")).hexdigest()[:16]
+
+
+def _tidy(text: str) -> str:
+    """`clean_text`, with a fast path for the usual already-clean text."""
+    if text.isprintable() and unicodedata.is_normalized("NFC", text):
+        return " ".join(text.split())
+    return clean_text(text)
+
+
+def _shorten(text: str, limit: int = PREHEADER_LIMIT) -> str:
+    text = _tidy(text)
+    if len(text) <= limit:
+        return text
+    return text[: limit - 1].rsplit(" ", 1)[0].rstrip(",;:") + "…"
