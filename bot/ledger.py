@@ -41,6 +41,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection, make_url
 
 SCHEMA_VERSION = 1
+SCHEMA_LOCK = 0x62726966  # PostgreSQL advisory lock id held while the schema is upgraded
 STATES = ("claimed", "sent", "failed", "dead", "skipped", "unknown")
 
 metadata = MetaData()
@@ -343,6 +344,8 @@ class Ledger:
     def upgrade(self) -> int:
         """Create or upgrade the schema in place; returns the version now in force."""
         with self._tx() as conn:
+            if not self._sqlite:  # instances starting together: one creates, the others wait
+                conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({SCHEMA_LOCK})")
             metadata.create_all(conn)
             current = conn.execute(select(meta.c.value).where(meta.c.key == "schema_version"))
             version = int(current.scalar() or 0)

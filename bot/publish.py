@@ -6,6 +6,7 @@ scheduler only decides *when* they run.
 
 from __future__ import annotations
 
+import logging
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ from bot.config import Settings
 from bot.ledger import Delivery, DeliveryKey, Ledger
 
 FAILED_STATES = {"failed", "dead", "unknown", "error"}
+log = logging.getLogger("briefbot.publish")
 
 
 @dataclass
@@ -237,6 +239,11 @@ class Publisher:
             report.add(brief, channel, "unknown", f"{error}; settled on the next run")
         except (TransientError, ChannelError, OSError) as error:
             self._retry_later(key, brief, channel, attempts, error, now, report)
+        except Exception as error:  # noqa: BLE001 - an adapter's bug must not stop the run
+            log.exception("channel %s failed on %s", channel.name, key)
+            detail = f"the adapter failed unexpectedly ({error!r}); it may have sent"
+            self.ledger.release(key, note=detail)
+            report.add(brief, channel, "unknown", detail)
         else:
             self.ledger.record_sent(key, remote_id=receipt.remote_id, remote_url=receipt.url)
             report.add(brief, channel, "sent", receipt.note or "", receipt.url, message)

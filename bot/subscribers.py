@@ -170,7 +170,7 @@ class Subscribers:
         self.engine = ledger.engine
         self._insert = _dialect_insert(self.engine)
         if not ledger.readonly:
-            metadata.create_all(self.engine, tables=[subscribers])
+            ledger.upgrade()  # creates this module's table too, under the schema lock
         self._missing = ledger.readonly and not (
             ledger.exists and inspect(self.engine).has_table("subscribers")
         )

@@ -29,13 +29,15 @@ class FlakyChannel(Channel):
         brief_id = message.key.campaign.removeprefix("brief:")
         if brief_id in self.options.get("permanent", []):
             raise PermanentError(f"the network refused {brief_id}: content not allowed")
-        counter = self._path("counter", "flaky-attempts.json")
-        attempts = json.loads(counter.read_text()) if counter.exists() else {}
-        attempts[brief_id] = attempts.get(brief_id, 0) + 1
-        counter.write_text(json.dumps(attempts))
-        if attempts[brief_id] <= int(self.options.get("transient_failures", 0)):
-            raise TransientError("503 Service Unavailable",
-                                 retry_after=self.options.get("retry_after"))
+        failures = int(self.options.get("transient_failures", 0))
+        if failures:
+            counter = self._path("counter", "flaky-attempts.json")
+            attempts = json.loads(counter.read_text()) if counter.exists() else {}
+            attempts[brief_id] = attempts.get(brief_id, 0) + 1
+            counter.write_text(json.dumps(attempts))
+            if attempts[brief_id] <= failures:
+                raise TransientError("503 Service Unavailable",
+                                     retry_after=self.options.get("retry_after"))
         with open(self._path("log", "flaky-sent.jsonl"), "a", encoding="utf-8") as log:
             log.write(json.dumps({"key": str(message.key), "text": message.text}) + "\n")
         return Receipt(remote_id=f"flaky-{brief_id}", url=f"https://flaky.test/{brief_id}")
