@@ -334,6 +334,22 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 
     return serve(settings, args.host, args.port)
 
+
+def cmd_preview(args: argparse.Namespace, settings: Settings) -> int:
+    from bot.preview import build_gallery, write_gallery
+
+    gallery = build_gallery(settings, now=parse_now(args.now), include_drafts=args.include_drafts)
+    index = write_gallery(gallery, Path(args.out) if args.out else settings.state_dir / "preview")
+    for issue in gallery.channel_issues:
+        print(f"briefbot: {issue.text}", file=sys.stderr)
+    print(gallery.summary())
+    print(index)
+    if args.open:
+        import webbrowser
+
+        webbrowser.open(index.resolve().as_uri())
+    return EXIT_FAILED if gallery.failed else EXIT_OK
+
 # -- parser ---------------------------------------------------------------------------------
 
 
@@ -439,6 +455,15 @@ def build_parser() -> argparse.ArgumentParser:
     q = action("list", cmd_subscribers_list, "One row per subscriber.")
     q.add_argument("--state", help="only this state: pending, active, unsubscribed or bounced")
     q.add_argument("--json", action="store_true", help="print JSON")
+
+    p = command("preview", cmd_preview, "Write an HTML gallery of every message that would go "
+                "out (posts per channel, the digest email), with problems flagged; sends "
+                "nothing.", "briefbot preview --include-drafts --open")
+    p.add_argument("--out", metavar="DIR", help="folder for index.html and images/ (default: "
+                   "<state dir>/preview)")
+    p.add_argument("--now", metavar="ISO", help="pretend it is this time (default: now)")
+    p.add_argument("--include-drafts", action="store_true", help="show drafts too, marked")
+    p.add_argument("--open", action="store_true", help="open the gallery in a web browser")
 
     p = command("serve", cmd_serve, "Serve the unsubscribe (one-click), subscribe and confirm "
                 "pages.", "briefbot serve --host 127.0.0.1 --port 8025")

@@ -130,8 +130,10 @@ class App:
         request = Request(environ, self)
         response = self.dispatch(request)
         body = response.body.encode("utf-8") if isinstance(response.body, str) else response.body
-        headers = [("Content-Type", response.content_type),
-                   ("Content-Length", str(len(body))), *SECURITY_HEADERS, *response.headers]
+        # A response may replace a default security header (the preview needs images, frames).
+        own = {name.lower() for name, _ in response.headers}
+        headers = [("Content-Type", response.content_type), ("Content-Length", str(len(body))),
+                   *(h for h in SECURITY_HEADERS if h[0].lower() not in own), *response.headers]
         status = HTTPStatus(response.status)
         start_response(f"{status.value} {status.phrase}", headers)
         return [] if request.method == "HEAD" else [body]
@@ -340,6 +342,9 @@ def make_app(settings: Settings) -> App:
     if settings.config.web.subscribe_form:
         app.add("GET", r"/subscribe", subscribe_form)
         app.add("POST", r"/subscribe", subscribe)
+    from bot.preview import add_routes as add_preview_routes
+
+    add_preview_routes(app)
     return app
 
 

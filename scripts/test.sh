@@ -16,6 +16,10 @@ fi
 if ! command -v spamassassin >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
   apt-get update -qq && apt-get install -y -qq spamassassin >/dev/null
 fi
+# The preview tests drive headless Chromium (Debian's package) over the DevTools protocol.
+if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+  apt-get update -qq && apt-get install -y -qq chromium >/dev/null
+fi
 if [ -f scripts/install-pds.sh ]; then
   bash scripts/install-pds.sh
 fi

@@ -10,8 +10,6 @@ import sys
 import time
 from datetime import UTC, datetime, timedelta
 
-import pytest
-
 from bot.config import load_settings
 from bot.digest import period_for
 from bot.ledger import Ledger

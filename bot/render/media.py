@@ -2,13 +2,28 @@
 
 A missing or broken image never blocks a post: the adapter posts the text alone and the warning
 travels with the message into the preview, the receipt note and the run report.
+
+Inside `images_once()` (what a preview uses) each image is loaded once and fitted once per set
+of limits, failures included: a preview renders every brief on every channel and must neither
+fetch a failing image once per channel nor re-encode the same picture for each network.
 """
 
 from __future__ import annotations
 
+import io
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import TypeVar
+
+from PIL import Image
+
 from bot.briefs import Brief
 from bot.config import Settings
 from bot.images import ImageError, ProcessedImage, fit_image, load_image
+
+_UNLIMITED = 1 << 62
+T = TypeVar("T")
 
 
 def prepare_image(
@@ -17,13 +32,92 @@ def prepare_image(
     """`(image, None)`, `(None, None)` when the brief has no image, or `(None, warning)`."""
     if not brief.image:
         return None, None
+    memo = _memo.get()
     try:
-        data = load_image(
-            brief.image,
-            base_dir=brief.path.parent,
-            cache_dir=settings.state_dir / "images",
-        )
-        image = fit_image(data, max_bytes=max_bytes, max_pixels=max_pixels, source=brief.image)
+        if memo is not None:
+            image = memo.fit(settings, brief, max_bytes=max_bytes, max_pixels=max_pixels)
+        else:
+            data = _load(settings, brief)
+            image = fit_image(data, max_bytes=max_bytes, max_pixels=max_pixels,
+                              source=brief.image)
     except ImageError as error:
         return None, f"hero image left out: {error} (brief {brief.path}, field `image`)"
     return image, None
+
+
+class ImageMemo:
+    """Loaded bytes and fitted images (or the error each gave), for the life of one block."""
+
+    def __init__(self) -> None:
+        self._loaded: dict[tuple[str, str], bytes | ImageError] = {}
+        self._fitted: dict[tuple[str, str, int | None, int], ProcessedImage | ImageError] = {}
+
+    def load(self, settings: Settings, brief: Brief) -> bytes:
+        """The hero image's original bytes; raises the same ImageError every time."""
+        key = (str(brief.image), str(brief.path.parent))
+        if key not in self._loaded:
+            try:
+                self._loaded[key] = _load(settings, brief)
+            except ImageError as error:
+                self._loaded[key] = error
+        return _unwrap(self._loaded[key])
+
+    def fit(self, settings: Settings, brief: Brief, *, max_bytes: int,
+            max_pixels: int | None = None) -> ProcessedImage:
+        if max_pixels is not None and self._pixels(settings, brief) <= max_pixels:
+            max_pixels = None  # a pixel cap the image is under changes nothing
+        key = (str(brief.image), str(brief.path.parent), max_pixels, max_bytes)
+        if key not in self._fitted:
+            try:
+                self._fitted[key] = self._fit(settings, brief, max_bytes, max_pixels)
+            except ImageError as error:
+                self._fitted[key] = error
+        return _unwrap(self._fitted[key])
+
+    def _pixels(self, settings: Settings, brief: Brief) -> int:
+        """Width x height from the image header (0 when it cannot be read: fit reports that)."""
+        try:
+            with Image.open(io.BytesIO(self.load(settings, brief))) as image:
+                return image.width * image.height
+        except (ImageError, OSError, ValueError, Image.DecompressionBombError):
+            return 0
+
+    def _fit(self, settings: Settings, brief: Brief, max_bytes: int,
+             max_pixels: int | None) -> ProcessedImage:
+        data = self.load(settings, brief)
+        source = str(brief.image)
+        if max_bytes == _UNLIMITED:
+            return fit_image(data, max_bytes=max_bytes, max_pixels=max_pixels, source=source)
+        # fit_image's first encoding does not depend on max_bytes: when it was not resized and
+        # is under this limit, it is exactly what fit_image returns for this limit. One encoding
+        # then serves every network whose limit it fits.
+        first = self.fit(settings, brief, max_bytes=_UNLIMITED, max_pixels=max_pixels)
+        if not first.resized and len(first.data) <= max_bytes:
+            return first
+        return fit_image(data, max_bytes=max_bytes, max_pixels=max_pixels, source=source)
+
+
+_memo: ContextVar[ImageMemo | None] = ContextVar("briefbot_image_memo", default=None)
+
+
+@contextmanager
+def images_once(memo: ImageMemo | None = None) -> Iterator[ImageMemo]:
+    """Within this block (and the threads started with its context), `prepare_image` loads and
+    fits each image once."""
+    memo = memo if memo is not None else ImageMemo()
+    token = _memo.set(memo)
+    try:
+        yield memo
+    finally:
+        _memo.reset(token)
+
+
+def _load(settings: Settings, brief: Brief) -> bytes:
+    return load_image(str(brief.image), base_dir=brief.path.parent,
+                      cache_dir=settings.state_dir / "images")
+
+
+def _unwrap(value: T | ImageError) -> T:
+    if isinstance(value, ImageError):
+        raise value.with_traceback(None)
+    return value

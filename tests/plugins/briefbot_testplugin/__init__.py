@@ -2,7 +2,8 @@
 
 Options: `log` (a JSON-lines file of what was sent), `transient_failures` (how many times each
 delivery fails with a transient error first), `retry_after` (seconds, sent with the error),
-`permanent` (brief ids refused for good), `delay` (seconds each send takes). State lives in files: runs are separate processes.
+`permanent` (brief ids refused for good), `delay` (seconds each send takes). State lives in
+files: runs are separate processes.
 """
 
 from __future__ import annotations
