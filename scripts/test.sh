@@ -7,22 +7,18 @@ cd "$(dirname "$0")/.."
 python3 -m venv .venv
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
 
-# PostgreSQL is installed but not running on these machines; the tests start a throwaway
-# cluster with initdb. Install the server only where it is missing.
-if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
-  apt-get update -qq && apt-get install -y -qq postgresql >/dev/null
+# Debian packages the tests use, installed only where missing: PostgreSQL (installed but not
+# running on these machines; the tests start a throwaway cluster with initdb), SpamAssassin (the
+# digest is scored with its local rules), Chromium (the preview is tested in headless Chromium).
+missing=()
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
+command -v spamassassin >/dev/null 2>&1 || missing+=(spamassassin)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+if [ ${#missing[@]} -gt 0 ] && [ "$(id -u)" = 0 ]; then
+  apt-get update -qq && apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
-# The email tests score a rendered digest with SpamAssassin's local rules.
-if ! command -v spamassassin >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
-  apt-get update -qq && apt-get install -y -qq spamassassin >/dev/null
-fi
-# The preview tests drive headless Chromium (Debian's package) over the DevTools protocol.
-if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
-  apt-get update -qq && apt-get install -y -qq chromium >/dev/null
-fi
-if [ -f scripts/install-pds.sh ]; then
-  bash scripts/install-pds.sh
-fi
+# The reference Bluesky server (npm) for the Bluesky adapter's tests.
+bash scripts/install-pds.sh
 
 .venv/bin/ruff check .
 # pytest exits 5 when it collects nothing: like any non-zero exit, that fails this script.
