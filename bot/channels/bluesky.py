@@ -36,7 +36,7 @@ from bot.channels.base import (
 )
 from bot.config import ConfigError
 from bot.images import BLUESKY_MAX_BYTES, ProcessedImage
-from bot.render.media import prepare_image
+from bot.render.media import with_hero_image
 from bot.render.post import render_post
 
 log = logging.getLogger(__name__)
@@ -120,9 +120,7 @@ class BlueskyChannel(Channel):
         """The fitted post, with the hero image already re-encoded to Bluesky's blob limit."""
         message = render_post(brief, key, network="bluesky", settings=self.settings,
                               options=self.options)
-        image, warning = prepare_image(self.settings, brief, max_bytes=BLUESKY_MAX_BYTES)
-        return replace(message, extra={**message.extra, "image": image},
-                       notes=message.notes + ((warning,) if warning else ()))
+        return with_hero_image(message, self.settings, brief, max_bytes=BLUESKY_MAX_BYTES)
 
     def send(self, message: Message) -> Receipt:
         rkey = record_key(message.key)

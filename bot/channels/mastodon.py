@@ -13,7 +13,7 @@ import html
 import logging
 import re
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -30,7 +30,7 @@ from bot.channels.base import (
 )
 from bot.config import ConfigError
 from bot.images import MASTODON_DEFAULT_MAX_BYTES, ProcessedImage
-from bot.render.media import prepare_image
+from bot.render.media import with_hero_image
 from bot.render.post import render_post
 
 log = logging.getLogger(__name__)
@@ -91,10 +91,10 @@ class MastodonChannel(Channel):
                    "characters_reserved_per_url": limits.characters_reserved_per_url}
         message = render_post(brief, key, network="mastodon", settings=self.settings,
                               options=options)
-        image, warning = prepare_image(self.settings, brief, max_bytes=limits.image_size_limit,
-                                       max_pixels=limits.image_matrix_limit)
-        notes = message.notes + tuple(w for w in (limits.warning, warning) if w)
-        return replace(message, extra={**message.extra, "image": image}, notes=notes)
+        return with_hero_image(message, self.settings, brief,
+                               max_bytes=limits.image_size_limit,
+                               max_pixels=limits.image_matrix_limit,
+                               notes=(limits.warning,) if limits.warning else ())
 
     # -- send -------------------------------------------------------------------------------
 

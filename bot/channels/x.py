@@ -30,7 +30,7 @@ from bot.channels.base import (
 )
 from bot.config import ConfigError
 from bot.images import X_MAX_BYTES
-from bot.render.media import prepare_image
+from bot.render.media import with_hero_image
 from bot.render.post import render_post
 
 if TYPE_CHECKING:
@@ -88,9 +88,7 @@ class XChannel(Channel):
     def render(self, brief, key) -> Message:
         message = render_post(brief, key, network="x", settings=self.settings,
                               options=self.options)
-        image, warning = prepare_image(self.settings, brief, max_bytes=X_MAX_BYTES)
-        return replace(message, extra={**message.extra, "image": image},
-                       notes=message.notes + ((warning,) if warning else ()))
+        return with_hero_image(message, self.settings, brief, max_bytes=X_MAX_BYTES)
 
     # -- send -------------------------------------------------------------------------------
 

@@ -14,11 +14,13 @@ import io
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from dataclasses import replace
 from typing import TypeVar
 
 from PIL import Image
 
 from bot.briefs import Brief
+from bot.channels.base import Message
 from bot.config import Settings
 from bot.images import ImageError, ProcessedImage, fit_image, load_image
 
@@ -43,6 +45,15 @@ def prepare_image(
     except ImageError as error:
         return None, f"hero image left out: {error} (brief {brief.path}, field `image`)"
     return image, None
+
+
+def with_hero_image(message: Message, settings: Settings, brief: Brief, *, max_bytes: int,
+                    max_pixels: int | None = None, notes: tuple[str, ...] = ()) -> Message:
+    """`message` with the brief's hero image fitted to a network (`extra["image"]`), and a
+    warning among its notes when the image had to be left out."""
+    image, warning = prepare_image(settings, brief, max_bytes=max_bytes, max_pixels=max_pixels)
+    notes = message.notes + notes + ((warning,) if warning else ())
+    return replace(message, extra={**message.extra, "image": image}, notes=notes)
 
 
 class ImageMemo:
