@@ -5,12 +5,15 @@ must be committed before the network call, the receipt after it): the baseline w
 database driver alone, the ledger with its guards, statements built with SQLAlchemy Core, on
 the same table. Runs on SQLite (WAL) and on a throwaway PostgreSQL started for the run (or
 BRIEFBOT_TEST_PG_URL).
-Usage: python bench/ledger.py [--count N]
+Each side runs `--rounds` times, alternating, on fresh files or databases; the median counts
+(one run alone swings by a third on a shared machine).
+Usage: python bench/ledger.py [--count N] [--rounds N]
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import tempfile
 import time
@@ -86,18 +89,26 @@ def report(name: str, bare: float, ours: float) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--count", type=int, default=5000)
+    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        bare = bare_sqlite(Path(tmp) / "bare.sqlite3", args.count)
-        ours = ledger_rate(f"sqlite:///{tmp}/ledger.sqlite3", args.count)
-        report("SQLite", bare, ours)
+        rounds = [(bare_sqlite(Path(tmp) / f"bare{n}.sqlite3", args.count),
+                   ledger_rate(f"sqlite:///{tmp}/ledger{n}.sqlite3", args.count))
+                  for n in range(args.rounds)]
+        report("SQLite", *medians(rounds))
     if not pg.available():
         print("PostgreSQL: not found (install postgresql or set BRIEFBOT_TEST_PG_URL)")
         return
     with pg.server() as server:
-        bare = bare_postgres(pg.fresh_database(server), args.count)
-        ours = ledger_rate(pg.fresh_database(server), args.count)
-        report("PostgreSQL", bare, ours)
+        rounds = [(bare_postgres(pg.fresh_database(server), args.count),
+                   ledger_rate(pg.fresh_database(server), args.count))
+                  for _ in range(args.rounds)]
+        report("PostgreSQL", *medians(rounds))
+
+
+def medians(rounds: list[tuple[float, float]]) -> tuple[float, float]:
+    bare, ours = zip(*rounds, strict=True)
+    return statistics.median(bare), statistics.median(ours)
 
 
 if __name__ == "__main__":

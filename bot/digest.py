@@ -54,6 +54,7 @@ from bot.channels import (
     PermanentError,
     Receipt,
     TransientError,
+    UnknownOutcome,
     open_channels,
 )
 from bot.config import ConfigError, Settings
@@ -608,13 +609,11 @@ class Mailing:
 
     def _send(self, key: DeliveryKey, subscriber: Any, data: bytes, message_id: str,
               attempts: int, tally: _Tally) -> None:
-        from bot.channels.smtp import OutcomeUnknown
-
         email = key.recipient
         for resend in (False, True):
             try:
                 receipt = _deliver(self.channel, key, data, message_id)
-            except OutcomeUnknown as error:
+            except UnknownOutcome as error:
                 if self.policy == "resend" and not resend:
                     continue  # same bytes, same Message-ID: recognisable if it was a double
                 self.ledger.release(key, note=str(error))

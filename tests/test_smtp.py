@@ -10,11 +10,11 @@ import pytest
 from bot.channels import load_channel_class
 from bot.channels.smtp import (
     Deferred,
-    OutcomeUnknown,
     Refused,
     ServerUnavailable,
     SetupRefused,
     SmtpChannel,
+    UnknownOutcome,
 )
 from bot.config import ConfigError, Settings, parse_config
 from tests.smtp_server import Mailbox, TestCertificates, free_port, smtp_server
@@ -185,7 +185,7 @@ def test_a_connection_lost_before_the_reply_is_an_unknown_outcome(tmp_path):
     with smtp_server(mailbox) as srv:
         smtp = channel(tmp_path, host=srv.host, port=srv.port, security="none")
         smtp.send_raw(SENDER, "r1@example.net", message(1))
-        with pytest.raises(OutcomeUnknown, match="may or may not"):
+        with pytest.raises(UnknownOutcome, match="may or may not"):
             smtp.send_raw(SENDER, "r2@example.net", message(2))
         smtp.send_raw(SENDER, "r3@example.net", message(3))  # on a new connection
         smtp.close()

@@ -8,7 +8,7 @@ what a failure means depends on where it happens:
 - the connection drops before the end of the data: the server cannot have accepted the message,
   so it is sent again once on a fresh connection;
 - it drops after the data went out but before the server's reply: the message may or may not
-  have been accepted. That is an *unknown* outcome (`OutcomeUnknown`), settled by the channel's
+  have been accepted. That is an *unknown* outcome (`UnknownOutcome`), settled by the channel's
   `unknown_policy`; the Message-ID derived from the delivery key makes a resend recognisable;
 - a 4xx reply is transient (`Deferred`, a soft bounce on RCPT/DATA), a 5xx permanent (`Refused`,
   a hard bounce on RCPT/DATA). A refused sender (MAIL FROM) is not the recipient's fault.
@@ -38,6 +38,7 @@ from bot.channels.base import (
     PermanentError,
     Receipt,
     TransientError,
+    UnknownOutcome,
 )
 from bot.config import ConfigError
 
@@ -84,10 +85,6 @@ class SetupRefused(PermanentError):
     """Login, certificate or STARTTLS refused: no message can go out until the setup is fixed."""
 
     run_level = True
-
-
-class OutcomeUnknown(ChannelError):
-    """The connection dropped after the data went out but before the server's reply."""
 
 
 class _Reconnect(Exception):
@@ -214,7 +211,7 @@ class SmtpChannel(Channel):
     def send_raw(self, sender: str, recipient: str, data: bytes) -> str:
         """Send complete CRLF message bytes to one recipient; returns the server's reply.
 
-        Raises `Refused`, `Deferred`, `OutcomeUnknown`, `ServerUnavailable` or `SetupRefused`.
+        Raises `Refused`, `Deferred`, `UnknownOutcome`, `ServerUnavailable` or `SetupRefused`.
         """
         if self._pacer is not None:
             self._pacer.wait()
@@ -273,7 +270,7 @@ class SmtpChannel(Channel):
             code, reply = smtp.getreply()
         except (smtplib.SMTPServerDisconnected, OSError) as error:
             self._discard(smtp)
-            raise OutcomeUnknown(
+            raise UnknownOutcome(
                 f"{recipient}: the connection to {self.host} dropped after the message was sent "
                 f"but before the server answered ({error or type(error).__name__}); it may or "
                 "may not have been accepted"
