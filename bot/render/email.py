@@ -229,7 +229,8 @@ def _fit(render: Callable[[int, int], tuple[str, str]], count: int,
     """The most full items, else the most title-only items, whose HTML fits in `limit` bytes."""
 
     def fits(full: int, shown: int) -> bool:
-        return len(render(full, shown)[0].encode("utf-8")) <= limit
+        html = render(full, shown)[0]
+        return (len(html) if html.isascii() else len(html.encode("utf-8"))) <= limit
 
     if fits(count, count):
         return render(count, count)
