@@ -170,8 +170,11 @@ class DigestReport:
 
     @property
     def pending(self) -> int:
-        """Recipients still to be reached for this period (retries, unknowns, leftovers)."""
-        return sum(self.counts[s] for s in ("queued", "failed", "unknown", "busy", "left"))
+        """Recipients not yet known to be reached: retries, unknowns, leftovers, and those
+        another process claimed during this run (it may die before sending; only a run that
+        finds them settled may call the period done)."""
+        return sum(self.counts[s] for s in ("queued", "failed", "unknown", "busy", "elsewhere",
+                                            "left"))
 
     @property
     def failed(self) -> bool:

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 from bot.config import load_settings
@@ -176,15 +177,21 @@ def test_three_instances_on_postgresql_share_a_digest_and_survive_a_kill(project
         last_week_briefs(project)
         emails = add_subscribers(project, 2000)
         children = [start_daemon(project) for _ in range(3)]
+        served = False
         try:
             assert wait_until(lambda: server.mailbox.count() >= 300, timeout=120)
             children[0].send_signal(signal.SIGKILL)  # midway
             children[0].wait(timeout=30)
-            assert wait_until(lambda: len(server.mailbox.per_recipient()) >= len(emails),
-                              timeout=300)
+            served = wait_until(lambda: len(server.mailbox.per_recipient()) >= len(emails),
+                                timeout=300)
             time.sleep(4)  # let the survivors settle what the killed one left
         finally:
             outputs = [stop(child) for child in children[1:]]
+    if not served:
+        states = Counter(r.state for r in rows(project, pg_url) if r.key.recipient)
+        logs = "\n".join(output[-3000:] for _, output in outputs)
+        raise AssertionError(f"{len(server.mailbox.per_recipient())} of {len(emails)} served; "
+                             f"deliveries by state: {dict(states)}; the survivors said:\n{logs}")
     for code, output in outputs:
         assert code == 0, output
     received = server.mailbox.per_recipient()

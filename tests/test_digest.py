@@ -7,6 +7,7 @@ import re
 import subprocess
 import sys
 import urllib.request
+from collections import Counter
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from zoneinfo import ZoneInfo
@@ -14,7 +15,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from bot.config import load_settings
-from bot.digest import parse_period, period_containing, period_for
+from bot.digest import DigestReport, parse_period, period_containing, period_for
 from bot.ledger import DeliveryKey
 from bot.render.email import message_id_for
 from bot.tokens import read_token
@@ -55,6 +56,17 @@ def test_period_for_is_the_period_that_just_closed():
     assert parse_period(fortnight.label) == fortnight
     assert fortnight.end - fortnight.start == parse_period("2026-11-02+14d").end - \
         parse_period("2026-11-02+14d").start
+
+
+def test_recipients_another_process_claimed_keep_the_period_open():
+    """A claim taken by another instance during this run may die with that instance: only a
+    run that finds every recipient settled may mark the period done (the daemon then stops
+    sending it)."""
+    report = DigestReport(period=parse_period("2026-W48"), now=datetime.now(UTC))
+    report.add(Counter(sent=5, already=3), [], 0)
+    assert report.pending == 0
+    report.add(Counter(elsewhere=1), [], 0)
+    assert report.pending == 1
 
 
 def test_a_week_across_a_dst_change_is_seven_calendar_days():
