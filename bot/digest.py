@@ -43,7 +43,6 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 from rich.text import Text
-from sqlalchemy import Engine, bindparam, select
 
 from bot.briefs import Brief, BriefReader
 from bot.channels import (
@@ -59,9 +58,9 @@ from bot.channels import (
 )
 from bot.config import ConfigError, Settings
 from bot.ledger import DeliveryKey, Ledger
-from bot.publish import backoff, open_ledger
+from bot.publish import next_attempt, open_ledger
 from bot.render.email import PreparedEmail, Recipient, message_id_for, prepare_digest
-from bot.subscribers import Subscribers, subscribers
+from bot.subscribers import Subscribers
 
 EPOCH = date(2001, 1, 1)  # a Monday: N-day periods are counted from here
 SETTLED = ("sent", "dead", "skipped")
@@ -169,12 +168,16 @@ class DigestReport:
         return not self.briefs
 
     @property
+    def retryable(self) -> int:
+        """Recipients a later run may still reach: retries, leftovers, and those another
+        process claimed during this run (it may die before sending, so only a run that finds
+        them settled may call the mailing done)."""
+        return sum(self.counts[s] for s in ("queued", "failed", "busy", "elsewhere", "left"))
+
+    @property
     def pending(self) -> int:
-        """Recipients not yet known to be reached: retries, unknowns, leftovers, and those
-        another process claimed during this run (it may die before sending; only a run that
-        finds them settled may call the period done)."""
-        return sum(self.counts[s] for s in ("queued", "failed", "unknown", "busy", "elsewhere",
-                                            "left"))
+        """Recipients not yet known to be reached: the retryable ones and the unknown ones."""
+        return self.retryable + self.counts["unknown"]
 
     @property
     def failed(self) -> bool:
@@ -283,16 +286,8 @@ def send_digest(settings: Settings, period: Period | str, *, now: datetime,
         elif to:
             _send_test_copy(settings, prepared, next(iter(channels.values())), to, report, now)
         else:
-            ledger = open_ledger(settings)
-            try:
-                subscribers = Subscribers(ledger)
-                ledger.expire_leases()
-                report.recipients = subscribers.count("active")
-                for item in channels.values():
-                    Mailing(settings, ledger, subscribers, item, campaign, prepared, now=now,
-                            report=report, should_stop=should_stop, progress=progress).run()
-            finally:
-                ledger.close()
+            _mail(settings, list(channels.values()), campaign, prepared, report,
+                  should_stop=should_stop, progress=progress)
     finally:
         for item in channels.values():
             item.close()
@@ -311,21 +306,30 @@ def mail_brief(channel: Channel, message: Message) -> Receipt:
     prepared: PreparedEmail = message.extra["prepared"]
     now = datetime.now(UTC)
     report = DigestReport(period=None, now=now, briefs=[message.key.campaign])
+    _mail(settings, [channel], message.key.campaign, prepared, report, progress=False)
+    counts = ", ".join(f"{report.counts[s]} {s}" for s in report.ORDER if report.counts[s])
+    if report.stopped:
+        raise TransientError(f"mailing stopped: {report.stopped} ({counts})")
+    if report.retryable:
+        raise TransientError(f"some subscribers are still to be reached ({counts})")
+    return Receipt(note=f"mailed to subscribers: {counts or 'nobody subscribed'}")
+
+
+def _mail(settings: Settings, channels: list[Channel], campaign: str, prepared: PreparedEmail,
+          report: DigestReport, *, should_stop: Callable[[], bool] = lambda: False,
+          progress: bool) -> None:
+    """Mail `prepared` to every active subscriber through each channel, sharing one ledger."""
     ledger = open_ledger(settings)
     try:
         subscribers = Subscribers(ledger)
         ledger.expire_leases()
         report.recipients = subscribers.count("active")
-        Mailing(settings, ledger, subscribers, channel, message.key.campaign, prepared, now=now,
-                report=report, progress=False).run()
+        for channel in channels:
+            Mailing(settings, ledger, subscribers, channel, campaign, prepared,
+                    now=report.now, report=report, should_stop=should_stop,
+                    progress=progress).run()
     finally:
         ledger.close()
-    counts = ", ".join(f"{report.counts[s]} {s}" for s in report.ORDER if report.counts[s])
-    if report.stopped:
-        raise TransientError(f"mailing stopped: {report.stopped} ({counts})")
-    if sum(report.counts[s] for s in ("queued", "failed", "busy", "left")):
-        raise TransientError(f"some subscribers are still to be reached ({counts})")
-    return Receipt(note=f"mailed to subscribers: {counts or 'nobody subscribed'}")
 
 
 def _describe(settings: Settings, campaign: str, channels: dict[str, Channel],
@@ -333,16 +337,15 @@ def _describe(settings: Settings, campaign: str, channels: dict[str, Channel],
     """A dry run: who would get it, read from a ledger that is never written."""
     ledger = open_ledger(settings, readonly=True)
     try:
-        subscribers = Subscribers(ledger)
-        report.recipients = subscribers.count("active")
-        for name in channels:
-            done = sum(1 for row in ledger.deliveries(campaign_prefix=campaign)
-                       if row.key.campaign == campaign and row.key.channel == name
-                       and row.key.recipient and row.state in SETTLED)
-            report.counts["already"] += done
-            report.counts["would-send"] += max(0, report.recipients - done)
+        report.recipients = Subscribers(ledger).count("active")
+        settled = Counter(row.key.channel for row in ledger.deliveries(campaign_prefix=campaign)
+                          if row.key.campaign == campaign and row.key.recipient
+                          and row.state in SETTLED)
     finally:
         ledger.close()
+    for name in channels:
+        report.counts["already"] += settled[name]
+        report.counts["would-send"] += max(0, report.recipients - settled[name])
 
 
 def _send_test_copy(settings: Settings, prepared: PreparedEmail, channel: Channel, to: str,
@@ -438,10 +441,8 @@ class Mailing:
         self.should_stop = should_stop
         self.progress = progress
         self.policy = channel.config.unknown_policy
-        self.can_reconcile = type(channel).reconcile is not Channel.reconcile
         self.stop = threading.Event()
         self.crashed: Exception | None = None
-        self.active = _ActiveCheck(ledger.engine)
         self.email = settings.config.email
         self.publish = settings.config.publish
 
@@ -513,7 +514,7 @@ class Mailing:
                     self.stop.set()
                 bar.advance()
         finally:
-            self.active.release()
+            self.ledger.release_thread()
             self.report.add(tally.counts, tally.errors, tally.bounced)
 
     def _threaded(self, work: Iterator[_Item], workers: int, bar: _Progress) -> None:
@@ -559,10 +560,11 @@ class Mailing:
             if row.state == "failed" and row.next_attempt_at and row.next_attempt_at > self.now:
                 tally.counts["queued"] += 1
                 return
-            if row.state == "unknown" and self.policy == "skip" and not self.can_reconcile:
+            if row.state == "unknown" and self.policy == "skip" and not self.channel.can_reconcile:
                 tally.counts["unknown"] += 1
                 return
-        if not self.active(email):
+        # Asked again right before the claim: an unsubscribe stops even a send under way.
+        if self.subscribers.state_of(email) != "active":
             tally.counts["unsubscribed"] += 1
             return
         if row is None:
@@ -653,53 +655,14 @@ class Mailing:
             self.ledger.record_failure(key, text, retry_at=None)
             tally.fail("dead", email, text)
             return
-        if attempts >= self.publish.max_attempts:
+        retry_at = next_attempt(attempts, error, self.now, self.publish, random.random)
+        if retry_at is None:
             text = f"gave up after {attempts} attempts: {text}"
             self.ledger.record_failure(key, text, retry_at=None)
             tally.fail("dead", email, text)
             return
-        after = getattr(error, "retry_after", None) if isinstance(error, TransientError) else None
-        delay = (timedelta(seconds=after) if after is not None else
-                 backoff(attempts, self.publish.retry_base, self.publish.retry_max,
-                         random.random))
-        self.ledger.record_failure(key, text, retry_at=self.now + delay)
+        self.ledger.record_failure(key, text, retry_at=retry_at)
         tally.fail("failed", email, text)
-
-
-class _ActiveCheck:
-    """`Subscribers.is_active` for an address the list already holds normalised: one SELECT
-    compiled once and run on a connection each sending thread keeps, because the sender asks
-    right before every claim (an unsubscribe must stop even a send already under way)."""
-
-    def __init__(self, engine: Engine):
-        compiled = select(subscribers.c.state).where(
-            subscribers.c.email == bindparam("email")).compile(dialect=engine.dialect)
-        self.sql = str(compiled)
-        self.positional = bool(compiled.positional)
-        self.engine = engine
-        self.local = threading.local()
-
-    def __call__(self, email: str) -> bool:
-        raw = getattr(self.local, "raw", None)
-        if raw is None:
-            raw = self.local.raw = self.engine.raw_connection()
-            if self.engine.dialect.name != "sqlite":
-                raw.driver_connection.autocommit = True
-        try:
-            row = raw.driver_connection.execute(
-                self.sql, (email,) if self.positional else {"email": email}).fetchone()
-        except Exception:
-            self.local.raw = None
-            raw.invalidate()
-            raise
-        return row is not None and row[0] == "active"
-
-    def release(self) -> None:
-        """Give this thread's connection back to the pool."""
-        raw = getattr(self.local, "raw", None)
-        if raw is not None:
-            self.local.raw = None
-            raw.close()
 
 
 @dataclass

@@ -251,15 +251,13 @@ class Ledger:
         self._insert = self._dialect_insert()
         self._local = threading.local()
         self._sqlite = self.engine.dialect.name == "sqlite"
-        dialect = self.engine.dialect
-        self._claim = _Prepared(
+        self._claim = self.prepare(
             self._insert(deliveries)
             .values({name: bindparam(name) for name in CLAIM_COLUMNS})
             .on_conflict_do_nothing(index_elements=["campaign", "channel", "recipient"])
             .returning(deliveries.c.id),
-            dialect,
         )
-        self._finish_claim = _Prepared(
+        self._finish_claim = self.prepare(
             update(deliveries)
             .where(
                 (deliveries.c.campaign == bindparam("key_campaign"))
@@ -269,7 +267,6 @@ class Ledger:
                 & (deliveries.c.worker == bindparam("key_worker"))
             )
             .values({name: bindparam(name) for name in OUTCOME_COLUMNS}),
-            dialect,
         )
         if not readonly:
             self.upgrade()
@@ -280,9 +277,14 @@ class Ledger:
             return moment
         return moment.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
 
-    def _run(self, prepared: _Prepared, **values: Any) -> Any:
-        """Run one statement on its own, autocommitted: a single INSERT or UPDATE is atomic,
-        so the hot path needs no BEGIN/COMMIT round trips. Returns the cursor."""
+    def prepare(self, statement: Any) -> _Prepared:
+        """Compile a Core statement once, for `run` on a hot path."""
+        return _Prepared(statement, self.engine.dialect)
+
+    def run(self, prepared: _Prepared, **values: Any) -> Any:
+        """Run one statement on its own, autocommitted, on this thread's held connection: a
+        single statement is atomic, so the hot path needs no BEGIN/COMMIT round trips.
+        Returns the driver's cursor."""
         raw = getattr(self._local, "raw", None)
         if raw is None:
             raw = self._local.raw = self.engine.raw_connection()
@@ -331,12 +333,16 @@ class Ledger:
         with self._tx() as conn:
             return inspect(conn).has_table("deliveries")
 
-    def close(self) -> None:
+    def release_thread(self) -> None:
+        """Give the connections this thread holds back to the pool (a worker thread's end)."""
         for name in ("conn", "raw"):
             held = getattr(self._local, name, None)
             if held is not None:
                 held.close()
                 setattr(self._local, name, None)
+
+    def close(self) -> None:
+        self.release_thread()
         self.engine.dispose()
 
     # -- schema ---------------------------------------------------------------
@@ -367,7 +373,7 @@ class Ledger:
         """Atomically take a new key. False when someone already has (or had) it."""
         moment = self.clock()
         now = self._time(moment)
-        cursor = self._run(
+        cursor = self.run(
             self._claim, campaign=key.campaign, channel=key.channel, recipient=key.recipient,
             state="claimed", attempts=1, worker=self.worker, content_hash=content_hash,
             lease_until=self._time(moment + self.lease), created_at=now, updated_at=now,
@@ -399,7 +405,7 @@ class Ledger:
         for name in ("sent_at", "next_attempt_at"):
             if outcome[name] is not None:
                 outcome[name] = self._time(outcome[name])
-        return self._run(
+        return self.run(
             self._finish_claim, key_campaign=key.campaign, key_channel=key.channel,
             key_recipient=key.recipient, key_worker=self.worker, **outcome,
         ).rowcount == 1

@@ -23,7 +23,7 @@ from bot.channels import (
     UnknownOutcome,
     open_channels,
 )
-from bot.config import Settings
+from bot.config import PublishConfig, Settings
 from bot.ledger import Delivery, DeliveryKey, Ledger
 
 FAILED_STATES = {"failed", "dead", "unknown", "error"}
@@ -80,6 +80,17 @@ def backoff(attempts: int, base: timedelta, cap: timedelta, rng: Callable[[], fl
     """Exponential backoff with full jitter over the upper half, so workers spread out."""
     ceiling = min(cap, base * (2 ** max(attempts - 1, 0)))
     return ceiling * (0.5 + rng() / 2)
+
+
+def next_attempt(attempts: int, error: Exception, now: datetime, publish: PublishConfig,
+                 rng: Callable[[], float]) -> datetime | None:
+    """When a delivery that failed transiently is tried again: at the error's retry-after, else
+    after a backoff; None once `publish.max_attempts` are spent (the delivery is dead)."""
+    if attempts >= publish.max_attempts:
+        return None
+    after = getattr(error, "retry_after", None)
+    return now + (timedelta(seconds=after) if after is not None
+                  else backoff(attempts, publish.retry_base, publish.retry_max, rng))
 
 
 class Publisher:
@@ -168,7 +179,7 @@ class Publisher:
                                f"retry {row.attempts + 1} at {row.next_attempt_at:%Y-%m-%d %H:%M} "
                                f"UTC after: {row.last_error}")
             elif row.state == "unknown":
-                if channel.config.unknown_policy == "skip" and not _can_reconcile(channel):
+                if channel.config.unknown_policy == "skip" and not channel.can_reconcile:
                     report.add(brief, channel, "unknown",
                                "outcome unknown after a crash; `briefbot retry` to resend or "
                                "`briefbot skip` to drop it")
@@ -251,23 +262,16 @@ class Publisher:
     def _retry_later(self, key: DeliveryKey, brief: Brief, channel: Channel, attempts: int,
                      error: Exception, now: datetime, report: RunReport) -> None:
         publish = self.settings.config.publish
-        if attempts >= publish.max_attempts:
+        retry_at = next_attempt(attempts, error, now, publish, self.rng)
+        if retry_at is None:
             detail = f"gave up after {attempts} attempts: {error}"
             self.ledger.record_failure(key, detail, retry_at=None)
             report.add(brief, channel, "dead", detail)
             return
-        after = getattr(error, "retry_after", None)
-        delay = (timedelta(seconds=after) if after is not None
-                 else backoff(attempts, publish.retry_base, publish.retry_max, self.rng))
-        retry_at = now + delay
         self.ledger.record_failure(key, str(error), retry_at=retry_at)
         report.add(brief, channel, "failed",
                    f"{error} (attempt {attempts} of {publish.max_attempts}; retry at "
                    f"{retry_at:%Y-%m-%d %H:%M:%S} UTC)")
-
-
-def _can_reconcile(channel: Channel) -> bool:
-    return type(channel).reconcile is not Channel.reconcile
 
 
 def open_ledger(settings: Settings, *, readonly: bool = False) -> Ledger:

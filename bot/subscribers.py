@@ -26,6 +26,7 @@ from sqlalchemy import (
     Integer,
     String,
     Table,
+    bindparam,
     delete,
     func,
     inspect,
@@ -174,6 +175,8 @@ class Subscribers:
         self._missing = ledger.readonly and not (
             ledger.exists and inspect(self.engine).has_table("subscribers")
         )
+        self._state = ledger.prepare(
+            select(subscribers.c.state).where(subscribers.c.email == bindparam("email")))
 
     def _now(self) -> datetime:
         return self.ledger.clock()
@@ -204,6 +207,15 @@ class Subscribers:
                 select(subscribers.c.state).where(subscribers.c.email == key)
             ).scalar()
         return state == "active"
+
+    def state_of(self, stored_email: str) -> str | None:
+        """The state of an address exactly as the list holds it, for a sender that asks before
+        every message: no normalising, one precompiled query on the calling thread's held ledger
+        connection (a sending thread gives it back with `ledger.release_thread()`)."""
+        if self._missing:
+            return None
+        row = self.ledger.run(self._state, email=stored_email).fetchone()
+        return row[0] if row else None
 
     def add(self, email: str, name: str | None = None, *, state: str = "active") -> Subscriber:
         """Add an address, or set an existing one's state (and name, if given).

@@ -100,5 +100,10 @@ class Channel:
         """After a crash: a receipt if `message` went out, None if it certainly did not."""
         raise CannotReconcile(f"{self.type} cannot tell whether a message went out")
 
+    @property
+    def can_reconcile(self) -> bool:
+        """Whether this adapter implements `reconcile` at all."""
+        return type(self).reconcile is not Channel.reconcile
+
     def close(self) -> None:
         """Release connections; called once at the end of a run."""
