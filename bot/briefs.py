@@ -63,6 +63,9 @@ class Problem:
 
 @dataclass(frozen=True)
 class Brief:
+    """One brief as read. Its display text (title, category, source, image_alt, summary) is
+    clean: one line, NFC-normalised, no control characters, so renderers use it as it is."""
+
     id: str
     path: Path
     title: str | None
@@ -294,6 +297,11 @@ def _parse(
             return None
         return str(value).strip() or None
 
+    def display_field(key: str) -> str | None:
+        """Text shown to readers, cleaned here once so no renderer has to."""
+        value = text_field(key)
+        return (clean_text(value) or None) if value else None
+
     title = text_field("title")
     if title is None:
         heading = next((i for i, ln in enumerate(lines[body_start:]) if ln.startswith("# ")), None)
@@ -305,7 +313,8 @@ def _parse(
             _problem(path, "title-control-chars", "title contains control or invisible "
                      "characters; retype it as plain text", field="title", line=line_of("title"))
         )
-        title = CONTROL.sub(" ", title).strip() or None
+    if title:
+        title = clean_text(title) or None
 
     status = (text_field("status") or "").lower() or None
     claims_published = status in reader.published_statuses
@@ -384,13 +393,13 @@ def _parse(
         id=brief_id,
         path=path,
         title=title,
-        category=text_field("category"),
-        source=text_field("source"),
+        category=display_field("category"),
+        source=display_field("source"),
         source_url=source_url,
         published_at=published_at,
         status=status,
         image=image,
-        image_alt=text_field("image_alt") or title,
+        image_alt=display_field("image_alt") or title,
         sections=sections,
         summary=summarise(first_section),
         tags=tuple(str(t).lstrip("#") for t in tags if str(t).strip()),
@@ -530,7 +539,7 @@ def summarise(text: str, limit: int = SUMMARY_LIMIT) -> str:
     plain = re.sub(r"^\s*(?:[-*+]|\d+\.)\s+", "", plain, flags=re.MULTILINE)
     plain = re.sub(r"[*_`]+", "", plain)
     plain = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", plain)
-    plain = " ".join(RUN_ON.sub(r"\1 \2", plain).split())
+    plain = clean_text(RUN_ON.sub(r"\1 \2", plain))
     if not plain:
         return ""
     summary = ""

@@ -53,6 +53,26 @@ def test_summary_splits_run_on_sentences():
     assert summarise("- _Draft placeholder_") == ""
 
 
+def test_display_text_is_cleaned_once_by_the_reader(tmp_path):
+    # Renderers use these fields as they are, so the reader must hand them over clean:
+    # one line, NFC (an e plus a combining accent becomes one character), no control or
+    # invisible characters.
+    path = tmp_path / "messy.md"
+    path.write_text(
+        '---\ntitle: "Cafe\u0301   news\\u200b today"\ncategory: "  Re\\tsearch "\n'
+        'source: "Example\\u0007 Source"\nimage_alt: "A  photo\\nof it"\n---\n'
+        "## WHAT HAPPENED\nIt  rained\u00a0a\u0007lot.  Then it stopped.\n",
+        encoding="utf-8",
+    )
+    brief, problems = read(path)
+    assert brief.title == "Caf\u00e9 news today"
+    assert "title-control-chars" in codes(problems)  # still reported, not silently fixed
+    assert brief.category == "Re search"
+    assert brief.source == "Example Source"
+    assert brief.image_alt == "A photo of it"
+    assert brief.summary == "It rained a lot. Then it stopped."
+
+
 def test_camel_and_snake_case_are_one_key_and_conflicts_name_both_values(tmp_path):
     path = tmp_path / "b.md"
     path.write_text(

@@ -160,9 +160,9 @@ def section_html(markdown: str) -> Markup:
 
 
 def _item(brief: Brief, settings: Settings, *, with_sections: bool = False) -> Item:
-    title = _tidy(brief.title or "") or brief.id
+    title = brief.title or brief.id
     url = brief.source_url or ""
-    source = _tidy(brief.source or "") or urlsplit(url).hostname or ""
+    source = brief.source or urlsplit(url).hostname or ""
     sections: tuple[Section, ...] = ()
     if with_sections:
         sections = tuple(
@@ -171,11 +171,10 @@ def _item(brief: Brief, settings: Settings, *, with_sections: bool = False) -> I
             if _COMMENT.sub("", text).strip() and text.strip() != url
         )
     published = brief.published_at.astimezone(settings.tz) if brief.published_at else None
-    summary = _tidy(brief.summary)
-    return Item(id=brief.id, title=title, summary=summary, source=source, url=url,
-                category=_tidy(brief.category or "") or UNCATEGORISED,
-                published_at=published, image=_image(brief, title), sections=sections,
-                summary_wrapped=_wrap(summary))
+    return Item(id=brief.id, title=title, summary=brief.summary, source=source, url=url,
+                category=brief.category or UNCATEGORISED, published_at=published,
+                image=_image(brief, title), sections=sections,
+                summary_wrapped=_wrap(brief.summary))
 
 
 def _wrap(text: str) -> str:
@@ -190,7 +189,7 @@ def _image(brief: Brief, title: str) -> Image | None:
     parts = urlsplit(src)
     if parts.scheme != "https" or not parts.netloc or _SPACE.search(src):
         return None
-    alt = _tidy(brief.image_alt or "") or title
+    alt = brief.image_alt or title
     width, height = brief.extra.get("image_width"), brief.extra.get("image_height")
     scaled = None
     if isinstance(width, int) and isinstance(height, int) and width > 0 and height > 0:
@@ -211,8 +210,7 @@ def _display_order(briefs: Iterable[Brief]) -> list[Brief]:
     ordered = sorted(briefs, key=lambda b: (b.published_at is None, b.published_at or 0, b.id))
     categories: dict[str, list[Brief]] = {}
     for brief in ordered:
-        name = _tidy(brief.category or "") or UNCATEGORISED
-        categories.setdefault(name, []).append(brief)
+        categories.setdefault(brief.category or UNCATEGORISED, []).append(brief)
     uncategorised = categories.pop(UNCATEGORISED, [])
     return [brief for group in categories.values() for brief in group] + uncategorised
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from bot.briefs import Brief, clean_text
+from bot.briefs import Brief
 from bot.channels.base import Message
 from bot.config import Settings
 from bot.ledger import DeliveryKey
@@ -51,7 +51,7 @@ def render_post(brief: Brief, key: DeliveryKey, *, network: str, settings: Setti
 
     fitted = fit.fit_post(
         rules,
-        title=clean_text(brief.title or ""),
+        title=brief.title or "",
         url=url,
         hashtags=hashtags_for(brief, options),
         render=layout,
