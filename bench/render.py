@@ -6,9 +6,10 @@ The briefs are read beforehand, as `send_digest` has them (bench/scan.py times r
 digest shows summaries, so its Markdown work is the reader's, while the single-brief email,
 timed last, renders the sections with markdown-it-py and nh3. The baseline is the JavaScript
 `mjml` package compiling the same MJML inside one node process (start-up and JIT warm-up
-excluded), in the same run. Then it measures `personalise()`, the per-recipient step.
+excluded), in rounds alternating with ours, so both sides see the same machine; the ratio is
+the median of the rounds' ratios. Then it measures `personalise()`, the per-recipient step.
 
-Setup once: (cd bench && npm install). Usage: python bench/render.py [--runs N]
+Setup once: (cd bench && npm install). Usage: python bench/render.py [--runs N] [--rounds N]
 """
 
 from __future__ import annotations
@@ -107,12 +108,36 @@ def mjml_source(settings: Settings, briefs: list[Brief]) -> str:
     return captured[-1]
 
 
-def js_ms(source: str, runs: int, folder: Path) -> dict:
-    path = folder / "digest.mjml"
-    path.write_text(source, encoding="utf-8")
-    result = subprocess.run(["node", str(BENCH / "mjml-time.js"), str(path), str(runs)],
-                            cwd=BENCH, capture_output=True, text=True, timeout=600, check=True)
-    return json.loads(result.stdout)
+class JsTimer:
+    """The JS compiler in one long-lived node process, timed in rounds on request."""
+
+    def __init__(self, source: str, folder: Path) -> None:
+        path = folder / "digest.mjml"
+        path.write_text(source, encoding="utf-8")
+        self.node = subprocess.Popen(["node", str(BENCH / "mjml-time.js"), str(path)], cwd=BENCH,
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        if self.node.stdout.readline().strip() != "ready":
+            sys.exit("node mjml-time.js did not start; run (cd bench && npm install)")
+
+    def median_ms(self, runs: int) -> float:
+        self.node.stdin.write(f"{runs}\n")
+        self.node.stdin.flush()
+        return json.loads(self.node.stdout.readline())["median_ms"]
+
+    def close(self) -> None:
+        self.node.stdin.close()
+        self.node.wait(timeout=60)
+
+
+def compare(js: JsTimer, builds: dict, runs: int, rounds: int) -> dict[str, list[float]]:
+    """Rounds alternating the JS compiler with each build, so a busy spell on the machine
+    slows both sides of a ratio instead of one."""
+    times: dict[str, list[float]] = {"js": [], **{name: [] for name in builds}}
+    for _ in range(rounds):
+        times["js"].append(js.median_ms(runs))
+        for name, build in builds.items():
+            times[name].append(median_ms(build, runs))
+    return times
 
 
 def personalise_rate(settings: Settings, briefs: list[Brief],
@@ -132,27 +157,37 @@ def personalise_rate(settings: Settings, briefs: list[Brief],
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--runs", type=int, default=200)
+    parser.add_argument("--runs", type=int, default=100, help="builds per round (default 100)")
+    parser.add_argument("--rounds", type=int, default=7, help="alternating rounds (default 7)")
     args = parser.parse_args()
     if not (BENCH / "node_modules" / "mjml").is_dir() or not shutil.which("node"):
         sys.exit("the JS baseline needs node and the mjml package: (cd bench && npm install)")
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         settings = Settings(parse_config({}), folder / "config.toml")
-        print(f"median of {args.runs} runs, ms   JS mjml   mjml-python   render   prepare"
-              "   JS/render   JS/prepare")
+        print(f"{args.rounds} rounds of {args.runs} runs, median ms   JS mjml   mjml-python   "
+              "render   prepare   JS/render (range)      JS/prepare")
         for count in (10, 25):
             briefs = read(brief_files(folder, count))
             options = {"period_label": "2026-W48", "now": NOW}
             source = mjml_source(settings, briefs)
-            compiled = median_ms(partial(mjml.mjml2html, source, disable_comments=True),
-                                 args.runs)
-            rendered = median_ms(partial(render_digest, settings, briefs, **options), args.runs)
-            prepared = median_ms(partial(prepare_digest, settings, briefs, **options), args.runs)
-            js = js_ms(source, args.runs, folder)["median_ms"]
-            print(f"{count:>3}-brief digest         {js:>7.2f}   {compiled:>11.2f}   "
-                  f"{rendered:>6.2f}   {prepared:>7.2f}   {js / rendered:>8.1f}x   "
-                  f"{js / prepared:>9.1f}x")
+            js = JsTimer(source, folder)
+            try:
+                times = compare(js, {
+                    "mjml-python": partial(mjml.mjml2html, source, disable_comments=True),
+                    "render": partial(render_digest, settings, briefs, **options),
+                    "prepare": partial(prepare_digest, settings, briefs, **options),
+                }, args.runs, args.rounds)
+            finally:
+                js.close()
+            render_ratios = [j / r for j, r in zip(times["js"], times["render"], strict=True)]
+            prepare_ratios = [j / p for j, p in zip(times["js"], times["prepare"], strict=True)]
+            middle = {name: statistics.median(values) for name, values in times.items()}
+            print(f"{count:>3}-brief digest                    {middle['js']:>7.2f}   "
+                  f"{middle['mjml-python']:>11.2f}   {middle['render']:>6.2f}   "
+                  f"{middle['prepare']:>7.2f}   {statistics.median(render_ratios):>5.1f}x "
+                  f"({min(render_ratios):.1f}-{max(render_ratios):.1f}x)   "
+                  f"{statistics.median(prepare_ratios):>8.1f}x")
         print("render = brief items, Jinja (MJML and text), mjml-python, size fitting; "
               "prepare = render + MIME")
         brief = read(brief_files(folder, 1))[0]
