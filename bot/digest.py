@@ -57,7 +57,7 @@ from bot.channels import (
     open_channels,
 )
 from bot.config import ConfigError, Settings
-from bot.ledger import DeliveryKey, Ledger
+from bot.ledger import Delivery, DeliveryKey, Ledger
 from bot.publish import next_attempt, open_ledger
 from bot.render.email import PreparedEmail, Recipient, message_id_for, prepare_digest
 from bot.subscribers import Subscribers
@@ -338,14 +338,20 @@ def _describe(settings: Settings, campaign: str, channels: dict[str, Channel],
     ledger = open_ledger(settings, readonly=True)
     try:
         report.recipients = Subscribers(ledger).count("active")
-        settled = Counter(row.key.channel for row in ledger.deliveries(campaign_prefix=campaign)
-                          if row.key.campaign == campaign and row.key.recipient
-                          and row.state in SETTLED)
+        settled = Counter(row.key.channel for row in _recipient_rows(ledger, campaign)
+                          if row.state in SETTLED)
     finally:
         ledger.close()
     for name in channels:
         report.counts["already"] += settled[name]
         report.counts["would-send"] += max(0, report.recipients - settled[name])
+
+
+def _recipient_rows(ledger: Ledger, campaign: str) -> Iterator[Delivery]:
+    """The campaign's per-recipient deliveries (the prefix query also matches longer names)."""
+    for row in ledger.deliveries(campaign_prefix=campaign):
+        if row.key.campaign == campaign and row.key.recipient:
+            yield row
 
 
 def _send_test_copy(settings: Settings, prepared: PreparedEmail, channel: Channel, to: str,
@@ -466,16 +472,13 @@ class Mailing:
         """This campaign's rows so far: settled addresses, and the open ones in detail."""
         done: set[str] = set()
         open_rows: dict[str, _Row] = {}
-        for row in self.ledger.deliveries(campaign_prefix=self.campaign):
-            key = row.key
-            if key.campaign != self.campaign or key.channel != self.channel.name or (
-                not key.recipient
-            ):
+        for row in _recipient_rows(self.ledger, self.campaign):
+            if row.key.channel != self.channel.name:
                 continue
             if row.state in SETTLED:
-                done.add(key.recipient)
+                done.add(row.key.recipient)
             else:
-                open_rows[key.recipient] = _Row(row.state, row.attempts, row.next_attempt_at)
+                open_rows[row.key.recipient] = _Row(row.state, row.attempts, row.next_attempt_at)
         return done, open_rows
 
     def _work(self, done: set[str], open_rows: dict[str, _Row]) -> Iterator[_Item]:

@@ -25,7 +25,7 @@ from typing import Any
 import requests
 
 from bot import redaction
-from bot.briefs import Brief, clean_text
+from bot.briefs import Brief
 from bot.channels.base import (
     Channel,
     ChannelError,
@@ -200,8 +200,9 @@ class BlueskyChannel(Channel):
             return None, notes
         external: dict[str, Any] = {
             "uri": message.link,
-            "title": clean_text(message.extra.get("title") or ""),
-            "description": clean_text(message.extra.get("summary") or ""),
+            # The brief's title and summary, cleaned by the reader.
+            "title": message.extra.get("title") or "",
+            "description": message.extra.get("summary") or "",
         }
         if blob is not None:
             external["thumb"] = blob
