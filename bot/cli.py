@@ -172,7 +172,7 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_retry(args: argparse.Namespace, settings: Settings) -> int:
-    from bot.ledger import DeliveryKey
+    from bot.message import DeliveryKey
     from bot.publish import open_ledger
 
     states = [s for s, flag in (("dead", args.dead), ("unknown", args.unknown)) if flag]
@@ -194,7 +194,7 @@ def cmd_retry(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_skip(args: argparse.Namespace, settings: Settings) -> int:
-    from bot.ledger import DeliveryKey
+    from bot.message import DeliveryKey
     from bot.publish import open_ledger
 
     if "|" in args.key:

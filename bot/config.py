@@ -25,30 +25,19 @@ from pydantic import (
     model_validator,
 )
 
+from bot.timing import (  # noqa: F401  (parse_duration is part of config's API)
+    parse_digest_schedule,
+    parse_duration,
+    parse_publish_interval,
+    schedule_error,
+)
+
 DEFAULT_CONFIG = "config.toml"
 SECRET_WORDS = ("password", "secret", "token", "api_key", "access_key")
 
 
 class ConfigError(Exception):
     """A configuration problem a user can fix; the message says where and how."""
-
-
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)")
-_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-
-
-def parse_duration(value: Any) -> timedelta:
-    """`"90s"`, `"10m"`, `"1h30m"`, `"7d"`, or a number of seconds."""
-    if isinstance(value, timedelta):
-        return value
-    if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
-        return timedelta(seconds=value)
-    if isinstance(value, str):
-        text = value.strip().lower()
-        parts = _DURATION.findall(text)
-        if parts and _DURATION.sub("", text).strip() == "":
-            return timedelta(seconds=sum(float(n) * _UNITS[u] for n, u in parts))
-    raise ValueError(f'expected a duration such as "30s", "10m", "2h" or "7d", got {value!r}')
 
 
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
@@ -144,13 +133,14 @@ class Config(Section):
 
     @model_validator(mode="after")
     def _schedules(self) -> Config:
-        from bot.schedule import digest_trigger, parse_publish_interval
-
         try:
             parse_publish_interval(self.schedule.publish)
-            digest_trigger(self.schedule.digest, ZoneInfo(self.timezone))
-        except ConfigError as error:
-            raise ValueError(str(error)) from None
+        except ValueError as error:
+            raise ValueError(f"schedule.publish: {error}") from None
+        try:
+            parse_digest_schedule(self.schedule.digest)
+        except ValueError as error:
+            raise ValueError(schedule_error(self.schedule.digest, error)) from None
         return self
 
     @field_validator("timezone")

@@ -57,7 +57,8 @@ from bot.channels import (
     open_channels,
 )
 from bot.config import ConfigError, Settings
-from bot.ledger import Delivery, DeliveryKey, Ledger
+from bot.ledger import Delivery, Ledger
+from bot.message import DeliveryKey
 from bot.publish import next_attempt, open_ledger
 from bot.render.email import PreparedEmail, Recipient, message_id_for, prepare_digest
 from bot.subscribers import Subscribers

@@ -40,9 +40,11 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Connection, make_url
 
+from bot.message import DeliveryKey, State
+
 SCHEMA_VERSION = 1
 SCHEMA_LOCK = 0x62726966  # PostgreSQL advisory lock id held while the schema is upgraded
-STATES = ("claimed", "sent", "failed", "dead", "skipped", "unknown")
+STATES = tuple(State)
 
 metadata = MetaData()
 
@@ -103,24 +105,6 @@ heartbeats = Table(
 
 # Each entry upgrades the schema from version N-1 to N; `metadata.create_all` makes new tables.
 MIGRATIONS: dict[int, Callable[[Any], None]] = {}
-
-
-@dataclass(frozen=True)
-class DeliveryKey:
-    campaign: str
-    channel: str
-    recipient: str = ""
-
-    def __str__(self) -> str:
-        return "|".join((self.campaign, self.channel, self.recipient)).rstrip("|")
-
-    @classmethod
-    def parse(cls, text: str) -> DeliveryKey:
-        """`brief:ID|channel[|recipient]`, as `status` prints keys."""
-        parts = text.split("|")
-        if len(parts) not in (2, 3) or not all(parts[:2]):
-            raise ValueError(f"{text!r} is not a delivery key; write CAMPAIGN|CHANNEL[|RECIPIENT]")
-        return cls(*parts)
 
 
 @dataclass(frozen=True)

@@ -42,7 +42,8 @@ from bot.images import (
     ImageError,
     ProcessedImage,
 )
-from bot.ledger import Delivery, DeliveryKey, Ledger
+from bot.ledger import Delivery, Ledger
+from bot.message import DeliveryKey
 from bot.redaction import redact
 from bot.render.media import ImageMemo, images_once, prepare_image
 

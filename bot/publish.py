@@ -24,7 +24,8 @@ from bot.channels import (
     open_channels,
 )
 from bot.config import PublishConfig, Settings
-from bot.ledger import Delivery, DeliveryKey, Ledger
+from bot.ledger import Delivery, Ledger
+from bot.message import DeliveryKey
 
 FAILED_STATES = {"failed", "dead", "unknown", "error"}
 log = logging.getLogger("briefbot.publish")

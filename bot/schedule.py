@@ -9,7 +9,6 @@ from the ledger (shared by every instance), not from APScheduler's in-memory job
 from __future__ import annotations
 
 import logging
-import re
 import signal
 import threading
 from collections.abc import Callable
@@ -18,56 +17,29 @@ from typing import Any
 
 from apscheduler.triggers.base import BaseTrigger
 
-from bot.config import ConfigError, Settings, parse_duration
-from bot.ledger import DeliveryKey, Ledger, wall_clock
+from bot.config import ConfigError, Settings
+from bot.ledger import Ledger, wall_clock
+from bot.message import DeliveryKey
+from bot.timing import parse_digest_schedule, parse_publish_interval, schedule_error, split_missed
 
 log = logging.getLogger("briefbot.run")
 
-DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 HEARTBEAT = timedelta(seconds=15)
 SHUTDOWN_TIMEOUT = 60.0
-READABLE = re.compile(r"^\s*(daily|(?:mon|tue|wed|thu|fri|sat|sun)(?:\s*,\s*(?:mon|tue|wed|thu|"
-                      r"fri|sat|sun))*)\s+(\d{1,2}):(\d{2})\s*$", re.IGNORECASE)
-
-
-def parse_publish_interval(value: str) -> timedelta:
-    try:
-        interval = parse_duration(value)
-    except ValueError as error:
-        raise ConfigError(f"schedule.publish: {error}") from None
-    if interval < timedelta(seconds=1):
-        raise ConfigError("schedule.publish: must be at least 1s")
-    return interval
 
 
 def digest_trigger(value: str, tz: tzinfo) -> WallClockTrigger:
-    """`"mon 08:00"`, `"daily 07:30"`, `"mon,thu 09:00"`, or a 5-field cron expression
-    (a 6-field one with seconds first, for tests and the impatient)."""
+    """The APScheduler trigger for `schedule.digest`, whose syntax `timing` owns."""
     from apscheduler.triggers.cron import CronTrigger
 
-    text = value.strip()
     try:
-        readable = READABLE.match(text)
-        if readable:
-            days, hour, minute = readable.groups()
-            day_of_week = None if days.lower() == "daily" else days.replace(" ", "").lower()
-            inner = CronTrigger(day_of_week=day_of_week, hour=int(hour), minute=int(minute),
-                                timezone=tz)
+        fields = parse_digest_schedule(value)
+        if len(value.split()) == 5:  # a crontab line: APScheduler reads its day numbers
+            inner = CronTrigger.from_crontab(value.strip(), timezone=tz)
         else:
-            fields = text.split()
-            if len(fields) == 5:
-                inner = CronTrigger.from_crontab(text, timezone=tz)
-            elif len(fields) == 6:
-                second, minute, hour, day, month, dow = fields
-                inner = CronTrigger(second=second, minute=minute, hour=hour, day=day,
-                                    month=month, day_of_week=dow, timezone=tz)
-            else:
-                raise ValueError("not a schedule")
+            inner = CronTrigger(**fields, timezone=tz)
     except ValueError as error:
-        raise ConfigError(
-            f'schedule.digest: {value!r} is not a schedule ({error}); write "mon 08:00", '
-            '"daily 07:30" or a cron expression such as "0 8 * * mon"'
-        ) from None
+        raise ConfigError(schedule_error(value, error)) from None
     return WallClockTrigger(inner, tz)
 
 
@@ -110,15 +82,6 @@ class WallClockTrigger(BaseTrigger):
 
     def __str__(self) -> str:
         return f"wallclock[{self.inner}]"
-
-
-def split_missed(fire_times: list[datetime], now: datetime,
-                 grace: timedelta) -> tuple[datetime | None, list[datetime]]:
-    """The latest fire time still within its grace is due (once, however many were missed);
-    every other one is missed."""
-    if fire_times and now - fire_times[-1] <= grace:
-        return fire_times[-1], fire_times[:-1]
-    return None, fire_times
 
 
 class Daemon:

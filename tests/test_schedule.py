@@ -9,7 +9,8 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from bot.config import ConfigError, parse_config
-from bot.schedule import digest_trigger, parse_publish_interval, split_missed
+from bot.schedule import digest_trigger
+from bot.timing import parse_publish_interval, split_missed
 
 # Both DST transitions of 2026 in each zone, with the week around them.
 TRANSITIONS = {

@@ -44,7 +44,7 @@ from bot.config import ConfigError
 
 if TYPE_CHECKING:
     from bot.briefs import Brief
-    from bot.ledger import DeliveryKey
+    from bot.message import DeliveryKey
 
 log = logging.getLogger(__name__)
 

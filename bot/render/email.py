@@ -30,7 +30,7 @@ from markupsafe import Markup
 
 from bot.briefs import Brief, clean_text
 from bot.config import ConfigError, Settings
-from bot.ledger import DeliveryKey
+from bot.message import DeliveryKey
 from bot.render.mime import HeaderValueError, PreparedEmail, Recipient, assemble
 from bot.render.templates import template_env
 

@@ -20,9 +20,9 @@ from typing import TypeVar
 from PIL import Image
 
 from bot.briefs import Brief
-from bot.channels.base import Message
 from bot.config import Settings
 from bot.images import ImageError, ProcessedImage, fit_image, load_image
+from bot.message import Message
 
 _UNLIMITED = 1 << 62
 T = TypeVar("T")

@@ -6,9 +6,8 @@ import re
 from typing import Any
 
 from bot.briefs import Brief
-from bot.channels.base import Message
 from bot.config import Settings
-from bot.ledger import DeliveryKey
+from bot.message import DeliveryKey, Message
 from bot.render import fit
 from bot.render.templates import template_env
 
