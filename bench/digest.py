@@ -210,16 +210,18 @@ def briefbot(root: Path, database: Path, port: int, *, connections: int = 1,
 
 def sample_message(root: Path, database: Path) -> tuple[bytes, object]:
     from bot.config import load_settings
-    from bot.digest import _personalise, parse_period, period_briefs
+    from bot.digest import period_briefs
     from bot.ledger import DeliveryKey
+    from bot.mailing import personalise
     from bot.render.email import Recipient, prepare_digest
+    from bot.timing import parse_period
 
     settings = load_settings(write_config(root, fresh_state(root, database), 1))
     period = parse_period(PERIOD)
     prepared = prepare_digest(settings, period_briefs(settings, period, NOW),
                               period_label=PERIOD, now=NOW)
     key = DeliveryKey(f"digest:{PERIOD}", "email", "reader000001@example.net")
-    return _personalise(settings, prepared, key, Recipient(key.recipient), NOW)[1], prepared
+    return personalise(settings, prepared, key, Recipient(key.recipient), NOW)[1], prepared
 
 
 def ceiling(port: int, data: bytes, count: int) -> float:

@@ -172,8 +172,8 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_retry(args: argparse.Namespace, settings: Settings) -> int:
+    from bot.ledger import open_ledger
     from bot.message import DeliveryKey
-    from bot.publish import open_ledger
 
     states = [s for s, flag in (("dead", args.dead), ("unknown", args.unknown)) if flag]
     if bool(args.key) == bool(states):
@@ -194,8 +194,8 @@ def cmd_retry(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_skip(args: argparse.Namespace, settings: Settings) -> int:
+    from bot.ledger import open_ledger
     from bot.message import DeliveryKey
-    from bot.publish import open_ledger
 
     if "|" in args.key:
         keys = [DeliveryKey.parse(args.key)]
@@ -221,7 +221,8 @@ def cmd_digest(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_digest_send(args: argparse.Namespace, settings: Settings) -> int:
-    from bot.digest import parse_period, period_for, send_digest
+    from bot.digest import send_digest
+    from bot.timing import parse_period, period_for
 
     now = parse_now(args.now)
     if args.dry_run and args.to:

@@ -1,236 +1,26 @@
-"""The digest: one email per period to every active subscriber, each recipient a delivery.
+"""The digest: one email per period to every active subscriber.
 
-A period is an ISO week in the configured time zone (or `email.period_days` days). Its digest is
-rendered once. One thread streams the subscriber list and builds each message by swapping the
-personal parts into the prepared bytes; `connections` sender threads then, per recipient, check
-the address is still active, claim the delivery `(digest:<period>, <channel>, <email>)` with one
-atomic insert, send over their own persistent connection, and record the outcome with one
-update. Because the claim comes before the send and the ledger's unique key is the lock, a run
-that crashed resumes at the next unsent recipient, and several processes or machines sending
-the same digest share the work without doubles. Only a message in flight when a process dies
-can have an unknown outcome; the channel's `unknown_policy` settles it (`resend` reuses the
-same Message-ID, so the copy is recognisable).
-
-Ledger writes are not batched. Measured on SQLite (WAL), a claim or a record is one
-autocommitted statement of about 40 µs, small next to an SMTP transaction, while recording in
-batches would widen the window of sent-but-unrecorded messages (duplicates after a crash under
-`resend`) from one per sender to one batch per sender.
+A period is an ISO week in the configured time zone (or `email.period_days` days); `timing` owns
+periods. This module chooses the period's briefs and the channels and reports the run; the
+mailing itself (claims, sending, recording) is `bot.mailing`'s.
 """
 
 from __future__ import annotations
 
-import queue
-import random
-import re
-import sys
-import threading
-import time
 from collections import Counter
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta, tzinfo
-from email.utils import make_msgid, parseaddr
-from functools import cache
-from typing import Any
-
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    ProgressColumn,
-    TextColumn,
-    TimeRemainingColumn,
-)
-from rich.text import Text
+from collections.abc import Callable
+from datetime import datetime
+from email.utils import make_msgid
 
 from bot.briefs import Brief, BriefReader
-from bot.channels import (
-    CannotReconcile,
-    Channel,
-    ChannelError,
-    Message,
-    PermanentError,
-    Receipt,
-    TransientError,
-    UnknownOutcome,
-    open_channels,
-)
+from bot.channels import Channel, ChannelError, PermanentError, open_channels
 from bot.config import ConfigError, Settings
-from bot.ledger import Delivery, Ledger
+from bot.ledger import open_ledger
+from bot.mailing import SETTLED, DigestReport, deliver, domain, mail, personalise, recipient_rows
 from bot.message import DeliveryKey
-from bot.publish import next_attempt, open_ledger
-from bot.render.email import PreparedEmail, Recipient, message_id_for, prepare_digest
+from bot.render.email import PreparedEmail, Recipient, prepare_digest
 from bot.subscribers import Subscribers
-
-EPOCH = date(2001, 1, 1)  # a Monday: N-day periods are counted from here
-SETTLED = ("sent", "dead", "skipped")
-MAX_ERRORS = 50  # per report; the counts stay exact
-_WEEK = re.compile(r"(\d{4})-W(\d{2})")
-_DAYS = re.compile(r"(\d{4}-\d{2}-\d{2})(?:\+(\d+)d)?")
-
-
-# -- periods ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Period:
-    """[start, end) in the configured zone; `label` names it in campaigns and on the CLI."""
-
-    start: datetime
-    end: datetime
-    label: str
-
-    def contains(self, moment: datetime) -> bool:
-        return self.start <= moment < self.end
-
-    def describe(self) -> str:
-        last = (self.end - timedelta(days=1)).date()
-        first = self.start.date()
-        span = f"{first:%a %d %b %Y}" if first == last else (
-            f"{first:%a %d %b} – {last:%a %d %b %Y}")
-        return f"{self.label} ({span}, {self.start.tzname()})"
-
-
-def _period(first: date, days: int, tz: tzinfo) -> Period:
-    start = datetime.combine(first, datetime.min.time(), tzinfo=tz)
-    end = datetime.combine(first + timedelta(days=days), datetime.min.time(), tzinfo=tz)
-    if days == 7 and first.isoweekday() == 1:
-        year, week, _ = first.isocalendar()
-        label = f"{year}-W{week:02d}"
-    elif days == 1:
-        label = first.isoformat()
-    else:
-        label = f"{first.isoformat()}+{days}d"
-    return Period(start, end, label)
-
-
-def period_containing(moment: datetime, tz: tzinfo, days: int = 7) -> Period:
-    local = moment.astimezone(tz).date()
-    first = EPOCH + timedelta(days=(local - EPOCH).days // days * days)
-    return _period(first, days, tz)
-
-
-def period_for(now: datetime, tz: tzinfo, days: int = 7) -> Period:
-    """The period that has just closed at `now`: what a scheduled digest sends."""
-    current = period_containing(now, tz, days)
-    return _period(current.start.date() - timedelta(days=days), days, tz)
-
-
-def parse_period(text: str, tz: tzinfo = UTC) -> Period:
-    """`2026-W48` (an ISO week), `2026-11-28` (a day) or `2026-11-23+14d` (N days)."""
-    value = text.strip()
-    try:
-        week = _WEEK.fullmatch(value)
-        if week:
-            return _period(date.fromisocalendar(int(week[1]), int(week[2]), 1), 7, tz)
-        days = _DAYS.fullmatch(value)
-        if days:
-            length = int(days[2] or 1)
-            if length < 1:
-                raise ValueError("a period lasts at least one day")
-            return _period(date.fromisoformat(days[1]), length, tz)
-    except ValueError as error:
-        raise ValueError(f"period {text!r}: {error}") from None
-    raise ValueError(f"period {text!r}: write an ISO week such as 2026-W48, a day such as "
-                     "2026-11-28, or a start day and length such as 2026-11-23+14d")
-
-
-# -- the report ---------------------------------------------------------------------------
-
-
-@dataclass
-class DigestReport:
-    """What a digest run did; `counts` keys are the outcomes listed in `ORDER`."""
-
-    ORDER = ("would-send", "sent", "already", "elsewhere", "unsubscribed", "queued", "failed",
-             "dead", "unknown", "busy", "left")
-
-    period: Period | None  # None for a single-brief mailing
-    now: datetime
-    dry_run: bool = False
-    test_to: str | None = None
-    channels: list[str] = field(default_factory=list)
-    briefs: list[str] = field(default_factory=list)
-    subject: str | None = None
-    size: int = 0  # bytes of one complete message
-    html_bytes: int = 0
-    recipients: int = 0  # active subscribers when the run started
-    counts: Counter[str] = field(default_factory=Counter)
-    bounced: int = 0  # addresses this run marked bounced
-    errors: list[dict[str, str]] = field(default_factory=list)
-    stopped: str | None = None
-    seconds: float = 0.0
-    stats: dict[str, int] = field(default_factory=dict)  # the channel's own (connections...)
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-
-    @property
-    def empty(self) -> bool:
-        return not self.briefs
-
-    @property
-    def retryable(self) -> int:
-        """Recipients a later run may still reach: retries, leftovers, and those another
-        process claimed during this run (it may die before sending, so only a run that finds
-        them settled may call the mailing done)."""
-        return sum(self.counts[s] for s in ("queued", "failed", "busy", "elsewhere", "left"))
-
-    @property
-    def pending(self) -> int:
-        """Recipients not yet known to be reached: the retryable ones and the unknown ones."""
-        return self.retryable + self.counts["unknown"]
-
-    @property
-    def failed(self) -> bool:
-        return bool(self.stopped) or any(self.counts[s] for s in ("failed", "dead", "unknown"))
-
-    @property
-    def rate(self) -> float:
-        return self.counts["sent"] / self.seconds if self.seconds > 0 else 0.0
-
-    def add(self, counts: Counter[str], errors: list[dict[str, str]], bounced: int) -> None:
-        with self._lock:
-            self.counts.update(counts)
-            self.bounced += bounced
-            self.errors.extend(errors[: max(0, MAX_ERRORS - len(self.errors))])
-
-    def summary(self) -> str:
-        where = self.period.describe() if self.period else ", ".join(self.briefs)
-        if self.empty:
-            return f"no publishable briefs in {where}: nothing to send"
-        if self.test_to:
-            state = "sent" if self.counts["sent"] else "not sent"
-            return f"test copy of the {where} digest {state} to {self.test_to}"
-        parts = [f"{self.counts[s]} {s}" for s in self.ORDER if self.counts[s]]
-        head = (f"dry run: digest {where}" if self.dry_run else f"digest {where}")
-        briefs = f"{len(self.briefs)} brief" + ("s" if len(self.briefs) != 1 else "")
-        text = (f"{head}: {briefs}, {self.size:,} bytes, {self.recipients} active "
-                "subscribers: " + (", ".join(parts) or "nothing to do"))
-        if self.bounced:
-            text += f"; {self.bounced} addresses now bounced"
-        if self.counts["sent"] and self.seconds:
-            text += f" ({self.rate:,.0f} messages/s)"
-        if self.stopped:
-            text += f"; stopped: {self.stopped}"
-        return text
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "period": self.period and self.period.label,
-            "start": self.period and self.period.start.isoformat(),
-            "end": self.period and self.period.end.isoformat(), "now": self.now.isoformat(),
-            "dry_run": self.dry_run, "test_to": self.test_to, "channels": self.channels,
-            "briefs": self.briefs, "subject": self.subject, "size": self.size,
-            "html_bytes": self.html_bytes, "recipients": self.recipients,
-            "counts": {s: self.counts[s] for s in self.ORDER if self.counts[s]},
-            "pending": self.pending, "bounced": self.bounced, "errors": self.errors,
-            "stopped": self.stopped, "seconds": round(self.seconds, 3),
-            "messages_per_second": round(self.rate, 1), "stats": self.stats,
-            "summary": self.summary(),
-        }
-
-
-# -- sending ------------------------------------------------------------------------------
+from bot.timing import Period, parse_period
 
 
 def period_briefs(settings: Settings, period: Period, now: datetime) -> list[Brief]:
@@ -278,7 +68,7 @@ def send_digest(settings: Settings, period: Period | str, *, now: datetime,
     report.channels = list(channels)
     try:
         campaign = f"digest:{period.label}"
-        sample = _personalise(settings, prepared, DeliveryKey(campaign, report.channels[0],
+        sample = personalise(settings, prepared, DeliveryKey(campaign, report.channels[0],
                               "subscriber@example.org"), Recipient("subscriber@example.org"),
                               now)
         report.size = len(sample[1])
@@ -287,50 +77,12 @@ def send_digest(settings: Settings, period: Period | str, *, now: datetime,
         elif to:
             _send_test_copy(settings, prepared, next(iter(channels.values())), to, report, now)
         else:
-            _mail(settings, list(channels.values()), campaign, prepared, report,
+            mail(settings, list(channels.values()), campaign, prepared, report,
                   should_stop=should_stop, progress=progress)
     finally:
         for item in channels.values():
             item.close()
     return report
-
-
-def mail_brief(channel: Channel, message: Message) -> Receipt:
-    """Fan a single-brief email out to every subscriber (`email.single_brief_email`).
-
-    The publisher's delivery `(brief:<id>, <channel>, "")` stands for the whole mailing; each
-    subscriber gets their own `(brief:<id>, <channel>, <email>)`. While some are still to be
-    retried this raises `TransientError`, so the publisher runs the mailing again later and
-    only those are tried again.
-    """
-    settings = channel.settings
-    prepared: PreparedEmail = message.extra["prepared"]
-    now = datetime.now(UTC)
-    report = DigestReport(period=None, now=now, briefs=[message.key.campaign])
-    _mail(settings, [channel], message.key.campaign, prepared, report, progress=False)
-    counts = ", ".join(f"{report.counts[s]} {s}" for s in report.ORDER if report.counts[s])
-    if report.stopped:
-        raise TransientError(f"mailing stopped: {report.stopped} ({counts})")
-    if report.retryable:
-        raise TransientError(f"some subscribers are still to be reached ({counts})")
-    return Receipt(note=f"mailed to subscribers: {counts or 'nobody subscribed'}")
-
-
-def _mail(settings: Settings, channels: list[Channel], campaign: str, prepared: PreparedEmail,
-          report: DigestReport, *, should_stop: Callable[[], bool] = lambda: False,
-          progress: bool) -> None:
-    """Mail `prepared` to every active subscriber through each channel, sharing one ledger."""
-    ledger = open_ledger(settings)
-    try:
-        subscribers = Subscribers(ledger)
-        ledger.expire_leases()
-        report.recipients = subscribers.count("active")
-        for channel in channels:
-            Mailing(settings, ledger, subscribers, channel, campaign, prepared,
-                    now=report.now, report=report, should_stop=should_stop,
-                    progress=progress).run()
-    finally:
-        ledger.close()
 
 
 def _describe(settings: Settings, campaign: str, channels: dict[str, Channel],
@@ -339,20 +91,13 @@ def _describe(settings: Settings, campaign: str, channels: dict[str, Channel],
     ledger = open_ledger(settings, readonly=True)
     try:
         report.recipients = Subscribers(ledger).count("active")
-        settled = Counter(row.key.channel for row in _recipient_rows(ledger, campaign)
+        settled = Counter(row.key.channel for row in recipient_rows(ledger, campaign)
                           if row.state in SETTLED)
     finally:
         ledger.close()
     for name in channels:
         report.counts["already"] += settled[name]
         report.counts["would-send"] += max(0, report.recipients - settled[name])
-
-
-def _recipient_rows(ledger: Ledger, campaign: str) -> Iterator[Delivery]:
-    """The campaign's per-recipient deliveries (the prefix query also matches longer names)."""
-    for row in ledger.deliveries(campaign_prefix=campaign):
-        if row.key.campaign == campaign and row.key.recipient:
-            yield row
 
 
 def _send_test_copy(settings: Settings, prepared: PreparedEmail, channel: Channel, to: str,
@@ -365,350 +110,12 @@ def _send_test_copy(settings: Settings, prepared: PreparedEmail, channel: Channe
     except ValueError as error:
         raise ConfigError(f"--to: {error}") from None
     key = DeliveryKey(f"digest:{report.period.label}:test", channel.name, address)
-    message_id, data = _personalise(settings, prepared, key, Recipient(address), now,
-                                    message_id=make_msgid(domain=_domain(settings)))
+    message_id, data = personalise(settings, prepared, key, Recipient(address), now,
+                                    message_id=make_msgid(domain=domain(settings)))
     try:
-        _deliver(channel, key, data, message_id)
+        deliver(channel, key, data, message_id)
     except (ChannelError, OSError) as error:
         report.counts["dead" if isinstance(error, PermanentError) else "failed"] += 1
         report.errors.append({"recipient": address, "error": str(error)})
     else:
         report.counts["sent"] += 1
-
-
-def _domain(settings: Settings) -> str:
-    return _domain_of(settings.config.email.from_address)
-
-
-@cache
-def _domain_of(from_address: str) -> str:
-    """The sender's domain, for Message-IDs (cached: parsing an address is slow, per message)."""
-    return parseaddr(from_address)[1].rpartition("@")[2] or "localhost"
-
-
-def _personalise(settings: Settings, prepared: PreparedEmail, key: DeliveryKey,
-                 recipient: Recipient, now: datetime, *,
-                 message_id: str | None = None) -> tuple[str, bytes]:
-    from bot import tokens
-
-    message_id = message_id or message_id_for(key, _domain(settings))
-    data = prepared.personalise(
-        recipient, message_id=message_id,
-        unsubscribe_url=tokens.unsubscribe_url(settings, recipient.email),
-        unsubscribe_mailto=tokens.unsubscribe_mailto(settings, recipient.email), date=now,
-    )
-    return message_id, data
-
-
-def _deliver(channel: Channel, key: DeliveryKey, data: bytes, message_id: str) -> Receipt:
-    send_raw = getattr(channel, "send_raw", None)
-    if send_raw is not None:
-        reply = send_raw(channel.envelope_from, key.recipient, data)
-        return Receipt(remote_id=message_id, note=reply)
-    receipt = channel.send(Message(key=key, kind="email", text="", raw=data,
-                                   extra={"message_id": message_id}))
-    return Receipt(remote_id=message_id, url=receipt.url, note=receipt.remote_id)
-
-
-@dataclass(frozen=True)
-class _Row:
-    state: str
-    attempts: int
-    next_attempt_at: datetime | None
-
-
-ALREADY = _Row("sent", 0, None)  # settled before this run: nothing to do
-
-
-@dataclass(frozen=True)
-class _Item:
-    """One subscriber's work: their ledger row so far, and their message (or why none)."""
-
-    subscriber: Any
-    row: _Row | None
-    key: DeliveryKey | None = None
-    message: tuple[str, bytes] | ValueError | None = None
-
-
-class Mailing:
-    """One prepared email to every active subscriber through one channel."""
-
-    def __init__(self, settings: Settings, ledger: Ledger, subscribers: Subscribers,
-                 channel: Channel, campaign: str, prepared: PreparedEmail, *, now: datetime,
-                 report: DigestReport, should_stop: Callable[[], bool] = lambda: False,
-                 progress: bool = False):
-        self.settings = settings
-        self.ledger = ledger
-        self.subscribers = subscribers
-        self.channel = channel
-        self.campaign = campaign
-        self.prepared = prepared
-        self.now = now
-        self.report = report
-        self.should_stop = should_stop
-        self.progress = progress
-        self.policy = channel.config.unknown_policy
-        self.stop = threading.Event()
-        self.crashed: Exception | None = None
-        self.email = settings.config.email
-        self.publish = settings.config.publish
-
-    # -- the run ------------------------------------------------------------------------
-
-    def run(self) -> None:
-        started = time.perf_counter()
-        done, open_rows = self._existing()
-        workers = max(1, int(getattr(self.channel, "connections", 1) or 1))
-        with _Progress(self.progress, self.report.recipients,
-                       f"{self.campaign} → {self.channel.name}") as bar:
-            self._threaded(self._work(done, open_rows), workers, bar)
-        self.report.seconds += time.perf_counter() - started
-        stats = getattr(self.channel, "stats", None)
-        if stats:
-            self.report.stats.update(stats)
-        if self.crashed is not None:
-            raise self.crashed  # not a delivery problem (the database, a bug): say so loudly
-
-    def _existing(self) -> tuple[set[str], dict[str, _Row]]:
-        """This campaign's rows so far: settled addresses, and the open ones in detail."""
-        done: set[str] = set()
-        open_rows: dict[str, _Row] = {}
-        for row in _recipient_rows(self.ledger, self.campaign):
-            if row.key.channel != self.channel.name:
-                continue
-            if row.state in SETTLED:
-                done.add(row.key.recipient)
-            else:
-                open_rows[row.key.recipient] = _Row(row.state, row.attempts, row.next_attempt_at)
-        return done, open_rows
-
-    def _work(self, done: set[str], open_rows: dict[str, _Row]) -> Iterator[_Item]:
-        """Every active subscriber with their open row, and their message already built.
-
-        Building the message here, in the thread that reads the list, overlaps it with the
-        senders' waits for the server; it depends on nothing the claim decides.
-        """
-        for subscriber in self.subscribers.iter_active():
-            email = subscriber.email
-            if email in done:
-                yield _Item(subscriber, ALREADY)
-                continue
-            key = DeliveryKey(self.campaign, self.channel.name, email)
-            try:
-                message = _personalise(self.settings, self.prepared, key,
-                                       Recipient(email, subscriber.name), self.now)
-            except ValueError as error:
-                message = error
-            yield _Item(subscriber, open_rows.get(email), key, message)
-
-    def _stopping(self) -> bool:
-        return self.stop.is_set() or self.should_stop()
-
-    def _worker(self, work: Iterator[_Item], bar: _Progress) -> None:
-        tally = _Tally()
-        try:
-            for item in work:
-                if self._stopping():
-                    tally.counts["left"] += 1
-                    continue
-                try:
-                    self._one(item, tally)
-                except Exception as error:  # noqa: BLE001 - re-raised by `run` once all stop
-                    self.crashed = self.crashed or error
-                    self.stop.set()
-                bar.advance()
-        finally:
-            self.ledger.release_thread()
-            self.report.add(tally.counts, tally.errors, tally.bounced)
-
-    def _threaded(self, work: Iterator[_Item], workers: int, bar: _Progress) -> None:
-        """This thread reads the list and builds messages; `workers` threads send them."""
-        items: queue.Queue = queue.Queue(maxsize=workers * 16)
-
-        def drain() -> Iterator[_Item]:
-            while (item := items.get()) is not None:
-                yield item
-
-        threads = [threading.Thread(target=self._worker, args=(drain(), bar), daemon=True,
-                                    name=f"digest-{self.channel.name}-{n}")
-                   for n in range(workers)]
-        for thread in threads:
-            thread.start()
-        try:
-            for item in work:
-                if self._stopping():
-                    self.report.add(Counter(left=1), [], 0)
-                    continue
-                items.put(item)
-        except BaseException:
-            self.stop.set()
-            raise
-        finally:
-            for _ in threads:
-                items.put(None)
-            for thread in threads:
-                thread.join()
-
-    # -- one recipient --------------------------------------------------------------------
-
-    def _one(self, item: _Item, tally: _Tally) -> None:
-        subscriber, row, key = item.subscriber, item.row, item.key
-        email = subscriber.email
-        if row is ALREADY:
-            tally.counts["already"] += 1
-            return
-        if row is not None:
-            if row.state == "claimed":
-                tally.counts["busy"] += 1  # another worker's, or a dead one's until its lease ends
-                return
-            if row.state == "failed" and row.next_attempt_at and row.next_attempt_at > self.now:
-                tally.counts["queued"] += 1
-                return
-            if row.state == "unknown" and self.policy == "skip" and not self.channel.can_reconcile:
-                tally.counts["unknown"] += 1
-                return
-        # Asked again right before the claim: an unsubscribe stops even a send under way.
-        if self.subscribers.state_of(email) != "active":
-            tally.counts["unsubscribed"] += 1
-            return
-        if row is None:
-            claimed = self.ledger.claim(key)
-        elif row.state == "failed":
-            claimed = self.ledger.reclaim(key, from_states=["failed"], due_by=self.now)
-        else:
-            claimed = self.ledger.reclaim(key, from_states=["unknown"])
-        if not claimed:
-            tally.counts["elsewhere"] += 1  # another process took it first
-            return
-        attempts = (row.attempts if row is not None else 0) + 1
-        if isinstance(item.message, ValueError):
-            self.ledger.record_failure(key, str(item.message), retry_at=None)
-            tally.fail("dead", email, str(item.message))
-            return
-        message_id, data = item.message
-        if row is not None and row.state == "unknown" and self._settled_by_reconcile(
-            key, data, message_id, tally
-        ):
-            return
-        self._send(key, subscriber, data, message_id, attempts, tally)
-
-    def _settled_by_reconcile(self, key: DeliveryKey, data: bytes, message_id: str,
-                              tally: _Tally) -> bool:
-        """For an unknown outcome: True when reconcile found it sent, or policy keeps it."""
-        message = Message(key=key, kind="email", text="", raw=data,
-                          extra={"message_id": message_id})
-        try:
-            receipt = self.channel.reconcile(message)
-        except CannotReconcile as error:
-            if self.policy == "resend":
-                return False
-            self.ledger.release(key, note=f"outcome unknown: {error}")
-            tally.fail("unknown", key.recipient, str(error))
-            return True
-        except (ChannelError, OSError) as error:
-            self.ledger.release(key, note=f"reconcile failed: {error}")
-            tally.fail("unknown", key.recipient, f"reconcile failed: {error}")
-            return True
-        if receipt is None:
-            return False
-        self.ledger.record_sent(key, remote_id=message_id, remote_url=receipt.url,
-                                note="reconciled after an unknown outcome")
-        tally.counts["sent"] += 1
-        return True
-
-    def _send(self, key: DeliveryKey, subscriber: Any, data: bytes, message_id: str,
-              attempts: int, tally: _Tally) -> None:
-        email = key.recipient
-        for resend in (False, True):
-            try:
-                receipt = _deliver(self.channel, key, data, message_id)
-            except UnknownOutcome as error:
-                if self.policy == "resend" and not resend:
-                    continue  # same bytes, same Message-ID: recognisable if it was a double
-                self.ledger.release(key, note=str(error))
-                tally.fail("unknown", email, str(error))
-                return
-            except (ChannelError, OSError) as error:
-                self._failed(key, error, attempts, tally)
-                return
-            self.ledger.record_sent(key, remote_id=receipt.remote_id, remote_url=receipt.url,
-                                    note=receipt.note)
-            if subscriber.soft_bounces:
-                self.subscribers.record_delivered(email)
-            tally.counts["sent"] += 1
-            return
-
-    def _failed(self, key: DeliveryKey, error: Exception, attempts: int, tally: _Tally) -> None:
-        email = key.recipient
-        text = str(error)
-        if getattr(error, "run_level", False):
-            # Not this recipient's fault: due again at once, and the run stops here.
-            self.ledger.record_failure(key, text, retry_at=self.now)
-            tally.counts["failed"] += 1
-            if not self.stop.is_set():
-                self.stop.set()
-                self.report.stopped = text
-            return
-        bounce = getattr(error, "bounce", None)
-        if bounce and self.subscribers.record_bounce(
-            email, hard=bounce == "hard", hard_limit=self.email.hard_bounces,
-            soft_limit=self.email.soft_bounces,
-        ):
-            tally.bounced += 1
-        if isinstance(error, PermanentError):
-            self.ledger.record_failure(key, text, retry_at=None)
-            tally.fail("dead", email, text)
-            return
-        retry_at = next_attempt(attempts, error, self.now, self.publish, random.random)
-        if retry_at is None:
-            text = f"gave up after {attempts} attempts: {text}"
-            self.ledger.record_failure(key, text, retry_at=None)
-            tally.fail("dead", email, text)
-            return
-        self.ledger.record_failure(key, text, retry_at=retry_at)
-        tally.fail("failed", email, text)
-
-
-@dataclass
-class _Tally:
-    """One worker's counts, merged into the report when it finishes."""
-
-    counts: Counter[str] = field(default_factory=Counter)
-    errors: list[dict[str, str]] = field(default_factory=list)
-    bounced: int = 0
-
-    def fail(self, state: str, recipient: str, error: str) -> None:
-        self.counts[state] += 1
-        if len(self.errors) < MAX_ERRORS:
-            self.errors.append({"recipient": recipient, "state": state, "error": error})
-
-
-class _Progress:
-    """A progress bar with rate and ETA on a terminal; nothing otherwise."""
-
-    def __init__(self, enabled: bool, total: int, label: str):
-        self.bar = None
-        if enabled and sys.stderr.isatty():
-            self.bar = Progress(TextColumn("{task.description}"), BarColumn(),
-                                MofNCompleteColumn(), _RateColumn(), TimeRemainingColumn(),
-                                console=Console(stderr=True), transient=False)
-            self.task = self.bar.add_task(label, total=total)
-
-    def __enter__(self) -> _Progress:
-        if self.bar is not None:
-            self.bar.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.bar is not None:
-            self.bar.stop()
-
-    def advance(self) -> None:
-        if self.bar is not None:
-            self.bar.advance(self.task)
-
-
-class _RateColumn(ProgressColumn):
-    def render(self, task: Any) -> Text:
-        speed = task.finished_speed or task.speed
-        return Text(f"{speed:,.0f} msg/s" if speed else "– msg/s", style="progress.data.speed")

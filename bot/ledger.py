@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
     Column,
@@ -41,6 +41,9 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection, make_url
 
 from bot.message import DeliveryKey, State
+
+if TYPE_CHECKING:
+    from bot.config import Settings
 
 SCHEMA_VERSION = 1
 SCHEMA_LOCK = 0x62726966  # PostgreSQL advisory lock id held while the schema is upgraded
@@ -594,3 +597,8 @@ def _key_filter(key: DeliveryKey) -> Any:
         & (deliveries.c.channel == key.channel)
         & (deliveries.c.recipient == key.recipient)
     )
+
+
+def open_ledger(settings: Settings, *, readonly: bool = False) -> Ledger:
+    """The configured sent-log, with the configured claim lease."""
+    return Ledger(settings.database_url, lease=settings.config.publish.lease, readonly=readonly)

@@ -521,8 +521,8 @@ class _Builder:
 
     def _digest(self, briefs: list[Brief], channels: dict[str, Channel],
                 ledger: Ledger) -> tuple[Card | None, str]:
-        from bot.digest import period_for
         from bot.render.email import prepare_digest
+        from bot.timing import period_for
 
         senders = [name for name, channel in channels.items() if channel.sends_digest]
         if not senders:
@@ -641,7 +641,7 @@ class _Builder:
         return anchor
 
     def _valid_until(self, briefs: list[Brief]) -> datetime | None:
-        from bot.digest import period_containing
+        from bot.timing import period_containing
 
         upcoming = [b.published_at for b in briefs if b.published_at and b.published_at > self.now]
         turn = period_containing(self.now, self.settings.tz,

@@ -10,7 +10,7 @@ import logging
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from bot.briefs import Brief, BriefReader, Problem
 from bot.channels import (
@@ -23,9 +23,11 @@ from bot.channels import (
     UnknownOutcome,
     open_channels,
 )
-from bot.config import PublishConfig, Settings
-from bot.ledger import Delivery, Ledger
+from bot.config import Settings
+from bot.ledger import Delivery, Ledger, open_ledger
+from bot.mailing import mail_brief
 from bot.message import DeliveryKey
+from bot.retry import next_attempt
 
 FAILED_STATES = {"failed", "dead", "unknown", "error"}
 log = logging.getLogger("briefbot.publish")
@@ -75,23 +77,6 @@ class RunReport:
         order = ("would-send", "sent", "queued", "skipped", "failed", "dead", "unknown", "error")
         parts = [f"{self.count(s)} {s}" for s in order if self.count(s)]
         return ", ".join(parts)
-
-
-def backoff(attempts: int, base: timedelta, cap: timedelta, rng: Callable[[], float]) -> timedelta:
-    """Exponential backoff with full jitter over the upper half, so workers spread out."""
-    ceiling = min(cap, base * (2 ** max(attempts - 1, 0)))
-    return ceiling * (0.5 + rng() / 2)
-
-
-def next_attempt(attempts: int, error: Exception, now: datetime, publish: PublishConfig,
-                 rng: Callable[[], float]) -> datetime | None:
-    """When a delivery that failed transiently is tried again: at the error's retry-after, else
-    after a backoff; None once `publish.max_attempts` are spent (the delivery is dead)."""
-    if attempts >= publish.max_attempts:
-        return None
-    after = getattr(error, "retry_after", None)
-    return now + (timedelta(seconds=after) if after is not None
-                  else backoff(attempts, publish.retry_base, publish.retry_max, rng))
 
 
 class Publisher:
@@ -242,7 +227,7 @@ class Publisher:
                 return
 
         try:
-            receipt = channel.send(message)
+            receipt = mail_brief(channel, message) if channel.fans_out else channel.send(message)
         except PermanentError as error:
             self.ledger.record_failure(key, str(error), retry_at=None)
             report.add(brief, channel, "dead", str(error))
@@ -273,10 +258,6 @@ class Publisher:
         report.add(brief, channel, "failed",
                    f"{error} (attempt {attempts} of {publish.max_attempts}; retry at "
                    f"{retry_at:%Y-%m-%d %H:%M:%S} UTC)")
-
-
-def open_ledger(settings: Settings, *, readonly: bool = False) -> Ledger:
-    return Ledger(settings.database_url, lease=settings.config.publish.lease, readonly=readonly)
 
 
 def publish_due(settings: Settings, now: datetime, *, dry_run: bool = False) -> RunReport:

@@ -152,7 +152,7 @@ class Daemon:
         return "; ".join([*notes, self.send_period(due, now)])
 
     def _record_missed(self, scheduled: datetime) -> str:
-        from bot.digest import period_for
+        from bot.timing import period_for
 
         period = period_for(scheduled, self.settings.tz, self.settings.config.email.period_days)
         reason = (f"missed: the daemon was not running at {scheduled:%Y-%m-%d %H:%M} UTC and came "
@@ -164,7 +164,8 @@ class Daemon:
 
     def send_period(self, scheduled: datetime, now: datetime) -> str:
         """Send the period that closed at `scheduled`, once, whoever else is sending it."""
-        from bot.digest import period_for, send_digest
+        from bot.digest import send_digest
+        from bot.timing import period_for
 
         period = period_for(scheduled, self.settings.tz, self.settings.config.email.period_days)
         key = DeliveryKey(f"digest:{period.label}", "*")

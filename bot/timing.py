@@ -1,4 +1,4 @@
-"""Durations, digest schedules and catch-up after downtime: the rules of *when*, as plain data.
+"""Durations, digest schedules, digest periods and catch-up after downtime: the rules of *when*.
 
 A leaf: config validates with it and the daemon builds APScheduler triggers from what it
 returns, so checking a configuration never loads the scheduler or the database layer.
@@ -7,7 +7,8 @@ returns, so checking a configuration never loads the scheduler or the database l
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta, tzinfo
 from typing import Any
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)")
@@ -17,6 +18,9 @@ DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
 READABLE = re.compile(r"^\s*(daily|(?:mon|tue|wed|thu|fri|sat|sun)(?:\s*,\s*(?:mon|tue|wed|thu|"
                       r"fri|sat|sun))*)\s+(\d{1,2}):(\d{2})\s*$", re.IGNORECASE)
+EPOCH = date(2001, 1, 1)  # a Monday: N-day periods are counted from here
+_WEEK = re.compile(r"(\d{4})-W(\d{2})")
+_DAYS = re.compile(r"(\d{4}-\d{2}-\d{2})(?:\+(\d+)d)?")
 CRON_FIELDS = ("second", "minute", "hour", "day", "month", "day_of_week")
 # Each cron field's range and the names it accepts, as APScheduler's CronTrigger reads them.
 _FIELD_RULES: dict[str, tuple[int, int, tuple[str, ...]]] = {
@@ -112,3 +116,69 @@ def split_missed(fire_times: list[datetime], now: datetime,
     if fire_times and now - fire_times[-1] <= grace:
         return fire_times[-1], fire_times[:-1]
     return None, fire_times
+
+
+# -- digest periods ----------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Period:
+    """[start, end) in the configured zone; `label` names it in campaigns and on the CLI."""
+
+    start: datetime
+    end: datetime
+    label: str
+
+    def contains(self, moment: datetime) -> bool:
+        return self.start <= moment < self.end
+
+    def describe(self) -> str:
+        last = (self.end - timedelta(days=1)).date()
+        first = self.start.date()
+        span = f"{first:%a %d %b %Y}" if first == last else (
+            f"{first:%a %d %b} – {last:%a %d %b %Y}")
+        return f"{self.label} ({span}, {self.start.tzname()})"
+
+
+def _period(first: date, days: int, tz: tzinfo) -> Period:
+    start = datetime.combine(first, datetime.min.time(), tzinfo=tz)
+    end = datetime.combine(first + timedelta(days=days), datetime.min.time(), tzinfo=tz)
+    if days == 7 and first.isoweekday() == 1:
+        year, week, _ = first.isocalendar()
+        label = f"{year}-W{week:02d}"
+    elif days == 1:
+        label = first.isoformat()
+    else:
+        label = f"{first.isoformat()}+{days}d"
+    return Period(start, end, label)
+
+
+def period_containing(moment: datetime, tz: tzinfo, days: int = 7) -> Period:
+    local = moment.astimezone(tz).date()
+    first = EPOCH + timedelta(days=(local - EPOCH).days // days * days)
+    return _period(first, days, tz)
+
+
+def period_for(now: datetime, tz: tzinfo, days: int = 7) -> Period:
+    """The period that has just closed at `now`: what a scheduled digest sends."""
+    current = period_containing(now, tz, days)
+    return _period(current.start.date() - timedelta(days=days), days, tz)
+
+
+def parse_period(text: str, tz: tzinfo = UTC) -> Period:
+    """`2026-W48` (an ISO week), `2026-11-28` (a day) or `2026-11-23+14d` (N days)."""
+    value = text.strip()
+    try:
+        week = _WEEK.fullmatch(value)
+        if week:
+            return _period(date.fromisocalendar(int(week[1]), int(week[2]), 1), 7, tz)
+        days = _DAYS.fullmatch(value)
+        if days:
+            length = int(days[2] or 1)
+            if length < 1:
+                raise ValueError("a period lasts at least one day")
+            return _period(date.fromisoformat(days[1]), length, tz)
+    except ValueError as error:
+        raise ValueError(f"period {text!r}: {error}") from None
+    raise ValueError(f"period {text!r}: write an ISO week such as 2026-W48, a day such as "
+                     "2026-11-28, or a start day and length such as 2026-11-23+14d")
+

@@ -24,7 +24,7 @@ from urllib.parse import quote
 
 from bot.config import ConfigError, Settings
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("briefbot.tokens")
 
 PURPOSES = ("unsubscribe", "confirm")
 SECRET_FILE = "token-secret"

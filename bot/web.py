@@ -37,7 +37,7 @@ from bot.ledger import Ledger
 from bot.subscribers import Subscribers, normalise_email
 from bot.tokens import confirm_url, read_token
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("briefbot.web")
 
 MAX_BODY_BYTES = 16_384
 CONFIRMATIONS_FOLDER = "outbox/confirmations"

@@ -21,5 +21,7 @@ fi
 bash scripts/install-pds.sh
 
 .venv/bin/ruff check .
+# The import graph's layers and forbidden arrows (pyproject.toml, [tool.importlinter]).
+.venv/bin/lint-imports --no-cache
 # pytest exits 5 when it collects nothing: like any non-zero exit, that fails this script.
 .venv/bin/python -m pytest "$@"

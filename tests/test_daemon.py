@@ -12,9 +12,9 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 from bot.config import load_settings
-from bot.digest import period_for
 from bot.ledger import Ledger
 from bot.schedule import Daemon
+from bot.timing import period_for
 from tests.conftest import write_brief
 from tests.digest_setup import add_subscribers, smtp_project
 from tests.smtp_server import smtp_server

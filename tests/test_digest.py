@@ -15,9 +15,10 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from bot.config import load_settings
-from bot.digest import DigestReport, parse_period, period_containing, period_for
 from bot.ledger import DeliveryKey
+from bot.mailing import DigestReport
 from bot.render.email import message_id_for
+from bot.timing import parse_period, period_containing, period_for
 from bot.tokens import read_token
 from tests.digest_setup import (
     NOW,

@@ -31,6 +31,9 @@ class Channel:
     #: What the channel sends: a post per brief, a digest email per subscriber, or both.
     posts_briefs: ClassVar[bool] = True
     sends_digest: ClassVar[bool] = False
+    #: A brief's message goes to every subscriber, one delivery each: the orchestration fans
+    #: it out (`bot.mailing.mail_brief`) instead of calling `send` once.
+    fans_out: ClassVar[bool] = False
 
     def __init__(self, name: str, config: ChannelConfig, settings: Settings):
         self.name = name

@@ -39,7 +39,7 @@ from bot.images import BLUESKY_MAX_BYTES, ProcessedImage
 from bot.render.media import with_hero_image
 from bot.render.post import render_post
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("briefbot.bluesky")
 
 POST = "app.bsky.feed.post"
 DEFAULT_SERVICE = "https://bsky.social"

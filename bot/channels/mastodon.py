@@ -33,7 +33,7 @@ from bot.images import MASTODON_DEFAULT_MAX_BYTES, ProcessedImage
 from bot.render.media import with_hero_image
 from bot.render.post import render_post
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("briefbot.mastodon")
 
 DEFAULT_TOKEN_ENV = "MASTODON_TOKEN"
 VISIBILITIES = ("public", "unlisted", "private", "direct")

@@ -46,7 +46,7 @@ if TYPE_CHECKING:
     from bot.briefs import Brief
     from bot.message import DeliveryKey
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("briefbot.smtp")
 
 SECURITY = ("starttls", "tls", "none")
 DEFAULT_PORTS = {"starttls": 587, "tls": 465, "none": 25}
@@ -113,11 +113,12 @@ class SmtpChannel(Channel):
 
     For a single-brief email the publisher's delivery `(brief:<id>, <channel>, "")` stands for
     the whole mailing, which is fanned out to per-subscriber deliveries
-    `(brief:<id>, <channel>, <email>)` exactly like a digest (see `bot.digest`).
+    `(brief:<id>, <channel>, <email>)` exactly like a digest (see `bot.mailing`).
     """
 
     type = "smtp"
     sends_digest: ClassVar[bool] = True
+    fans_out: ClassVar[bool] = True
     posts_briefs: bool = False  # per instance: on when `email.single_brief_email` is
 
     def __init__(self, name, config, settings):
@@ -180,14 +181,10 @@ class SmtpChannel(Channel):
                        extra={"brief": brief, "prepared": prepared})
 
     def send(self, message: Message) -> Receipt:
-        if message.key.recipient:
-            if message.raw is None:
-                raise PermanentError("email message has no raw bytes to send")
-            reply = self.send_raw(self.envelope_from, message.key.recipient, message.raw)
-            return Receipt(remote_id=message.extra.get("message_id"), note=reply)
-        from bot.digest import mail_brief
-
-        return mail_brief(self, message)
+        if not message.key.recipient or message.raw is None:
+            raise PermanentError("an email needs a recipient and its raw bytes to be sent")
+        reply = self.send_raw(self.envelope_from, message.key.recipient, message.raw)
+        return Receipt(remote_id=message.extra.get("message_id"), note=reply)
 
     def reconcile(self, message: Message) -> Receipt | None:
         if message.key.recipient:

@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 
     from bot.images import ProcessedImage
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("briefbot.x")
 
 DEFAULT_API_BASE = "https://api.x.com"
 # Where tweepy's Client sends every request; `_RebasedSession` points it at `api_base`.
