@@ -17,7 +17,7 @@ import re
 import unicodedata
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import cache, lru_cache
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit
@@ -42,6 +42,7 @@ PREHEADER_LIMIT = 140
 UNCATEGORISED = "Other news"
 _WRAP = re.compile(r"\S.{0,71}(?=\s|$)|\S+")
 _SPACE = re.compile(r"\s")
+_EPOCH = datetime.min.replace(tzinfo=UTC)
 _COMMENT = re.compile(r"<!--.*?-->", re.DOTALL)
 _DOMAIN = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?")
 _MARKDOWN = MarkdownIt("commonmark", {"html": False})
@@ -120,11 +121,16 @@ def render_digest(settings: Settings, briefs: list[Brief], *, period_label: str,
     token = _token(subject, briefs)
     base = _context(settings, subject=subject, preheader=preheader, token=token, now=now)
 
+    newest_first = sorted(items, key=_recency, reverse=True)
+
     @cache
     def render(full: int, shown: int) -> tuple[str, str]:
-        fitted = [item if n < full else _compact(item) for n, item in enumerate(items[:shown])]
-        context = {**base, "period_label": label, "items": fitted, "groups": _groups(fitted),
-                   "count": len(items), "omitted": len(items) - shown}
+        whole = {item.id for item in newest_first[:full]}
+        listed = {item.id for item in newest_first[:shown]}
+        cards = [item for item in items if item.id in whole]
+        more = [_compact(item) for item in items if item.id in listed and item.id not in whole]
+        context = {**base, "period_label": label, "items": cards + more, "groups": _groups(cards),
+                   "more": more, "count": len(items), "omitted": len(items) - shown}
         return _render(settings, "digest", context, token)
 
     html, text = _fit(render, len(items), email.max_html_bytes)
@@ -224,7 +230,9 @@ def _groups(items: list[Item]) -> list[Group]:
 
 def _fit(render: Callable[[int, int], tuple[str, str]], count: int,
          limit: int) -> tuple[str, str]:
-    """The most full items, else the most title-only items, whose HTML fits in `limit` bytes."""
+    """As many whole cards as fit in `limit` bytes, then as many title-and-link rows as still
+    fit; `render(full, shown)` shows the `shown` newest items, the `full` newest of them whole.
+    The footer is in every rendering, so it always survives."""
 
     def fits(full: int, shown: int) -> bool:
         html = render(full, shown)[0]
@@ -232,10 +240,14 @@ def _fit(render: Callable[[int, int], tuple[str, str]], count: int,
 
     if fits(count, count):
         return render(count, count)
-    full = _largest(lambda n: fits(n, count), count - 1)
-    if full is not None:
-        return render(full, count)
-    return render(0, _largest(lambda n: fits(0, n), count - 1) or 0)
+    full = _largest(lambda n: fits(n, n), count) or 0
+    shown = full + (_largest(lambda n: fits(full, full + n), count - full) or 0)
+    return render(full, shown)
+
+
+def _recency(item: Item) -> tuple[bool, datetime, str]:
+    """Newest first when sorted in reverse; a brief without a time counts as the oldest."""
+    return (item.published_at is not None, item.published_at or _EPOCH, item.id)
 
 
 def _largest(ok: Callable[[int], bool], high: int) -> int | None:
