@@ -17,8 +17,12 @@ from PIL import Image, UnidentifiedImageError
 
 BLUESKY_MAX_BYTES = 1_000_000
 X_MAX_BYTES = 5_000_000
-# Mastodon instances advertise their real limit; this is only the stock default.
+# Mastodon instances advertise their real limits; these are only the stock defaults
+# (app/models/media_attachment.rb: IMAGE_LIMIT 16 MB, MAX_MATRIX_LIMIT 7680x4320 since 4.4).
 MASTODON_DEFAULT_MAX_BYTES = 16_000_000
+MASTODON_DEFAULT_MAX_PIXELS = 33_177_600
+# X refuses images above 8192 px on a side (docs.x.com, media best practices).
+X_MAX_SIDE = 8192
 
 # Largest image we agree to decode. Pillow's default guard (~89 MP) rejects legitimate
 # 12,000 x 12,000 camera/stock images, so we raise it once and enforce our own cap instead.
@@ -105,8 +109,7 @@ def fit_image(
     # Not closed: it reads from an in-memory buffer, so there is nothing to release early.
     im = _open(data, source)
     orig_w, orig_h = im.size
-    scale = _limit_scale(orig_w, orig_h, max_pixels, max_side)
-    target = (max(1, round(orig_w * scale)), max(1, round(orig_h * scale)))
+    target = _target_size(orig_w, orig_h, max_pixels, max_side)
     # An RGB profile stays valid on our RGB output; a CMYK or grey one would skew colours.
     icc = im.info.get("icc_profile") if im.mode in ("RGB", "RGBA", "P", "PA") else None
     try:
@@ -267,13 +270,22 @@ def _bomb(source: str) -> ImageError:
     return ImageError(f"Image {source} has more than {MAX_PIXELS:,} pixels; use a smaller image.")
 
 
-def _limit_scale(w: int, h: int, max_pixels: int | None, max_side: int | None) -> float:
+def _target_size(w: int, h: int, max_pixels: int | None,
+                 max_side: int | None) -> tuple[int, int]:
+    """The largest size within the limits, rounded down: a rounded-up side can land a few
+    pixels over the cap (9000x6000 under 33,177,600 rounds to 7055x4703), and the server
+    refuses that."""
     scale = 1.0
     if max_side is not None and max(w, h) > max_side:
         scale = min(scale, max_side / max(w, h))
     if max_pixels is not None and w * h > max_pixels:
         scale = min(scale, math.sqrt(max_pixels / (w * h)))
-    return scale
+    if scale >= 1.0:
+        return w, h
+    size = (max(1, math.floor(w * scale)), max(1, math.floor(h * scale)))
+    while max_pixels is not None and size[0] * size[1] > max_pixels and min(size) > 1:
+        size = (size[0] - 1, max(1, math.floor((size[0] - 1) * h / w)))  # float error only
+    return size
 
 
 def _normalise_mode(im: Image.Image) -> Image.Image:
@@ -282,9 +294,21 @@ def _normalise_mode(im: Image.Image) -> Image.Image:
         return im.convert("RGBA")
     if im.mode in ("RGB", "L"):
         return im
+    if im.mode.startswith("I;16") or im.mode in ("I", "F"):
+        return _grey_to_l(im)
     if im.mode == "1":
         return im.convert("L")
     return im.convert("RGB")
+
+
+def _grey_to_l(im: Image.Image) -> Image.Image:
+    """16-bit (and 32-bit) greyscale down to 8 bits by scaling: Pillow's own convert clips
+    every value above 255 to white, so a 16-bit PNG would come out blank."""
+    wide = im.convert("I") if im.mode != "F" else im
+    wide_values = im.mode.startswith("I;16") or (wide.getextrema()[1] or 0) > 255
+    if not wide_values:
+        return wide.convert("L")
+    return wide.point(lambda value: value * 255 / 65535).convert("L")
 
 
 def _flatten(im: Image.Image) -> Image.Image:

@@ -20,6 +20,7 @@ from PIL import Image
 from bot.images import (
     BLUESKY_MAX_BYTES,
     MASTODON_DEFAULT_MAX_BYTES,
+    MASTODON_DEFAULT_MAX_PIXELS,
     X_MAX_BYTES,
     ImageError,
     ProcessedImage,
@@ -314,3 +315,25 @@ def test_decompression_bomb_is_refused(tmp_path: Path, images: dict[str, bytes],
         load_image(name, base_dir=tmp_path, cache_dir=tmp_path / "cache")
     with pytest.raises(ImageError, match="pixels"):
         fit_image(images[name], max_bytes=BLUESKY_MAX_BYTES)
+
+
+def test_sixteen_bit_grey_png_is_scaled_not_clipped_to_white() -> None:
+    """Pillow's own I;16 → L convert clips everything above 255: a mid grey came out white."""
+    grey = Image.new("I;16", (64, 64), 30000)
+    grey.putpixel((0, 0), 0)
+    buf = io.BytesIO()
+    grey.save(buf, "PNG")
+    result = fit_image(buf.getvalue(), max_bytes=BLUESKY_MAX_BYTES)
+    out = Image.open(io.BytesIO(result.data)).convert("L")
+    assert abs(out.getpixel((32, 32)) - 30000 * 255 // 65535) <= 2
+    assert out.getpixel((0, 0)) <= 3
+
+
+def test_pixel_cap_is_never_exceeded_by_rounding() -> None:
+    """9000x6000 under Mastodon's 33,177,600 px: rounding each side gives 7055x4703, over it."""
+    data = io.BytesIO()
+    Image.new("L", (9000, 6000), 128).save(data, "JPEG")
+    result = fit_image(data.getvalue(), max_bytes=MASTODON_DEFAULT_MAX_BYTES,
+                       max_pixels=MASTODON_DEFAULT_MAX_PIXELS)
+    assert result.width * result.height <= MASTODON_DEFAULT_MAX_PIXELS == 33_177_600
+    assert (result.width, result.height) == (7054, 4703)

@@ -64,8 +64,8 @@ def test_post_carries_fitted_image_alt_text_and_signed_auth(tmp_path, fake, cred
     with Image.open(io.BytesIO(sent)) as im:
         assert im.format in ("JPEG", "PNG") and im.width > 100
     media_id, = fake.media
-    metadata, = fake.seen("POST", "/2/media/metadata/create")
-    assert metadata.json() == {"media_id": media_id, "alt_text": {"text": ALT}}
+    metadata, = fake.seen("POST", "/2/media/metadata")
+    assert metadata.json() == {"id": media_id, "metadata": {"alt_text": {"text": ALT}}}
     assert fake.media[media_id].alt_text == ALT
 
     tweet, = fake.tweets
@@ -201,3 +201,29 @@ def test_lost_answer_then_next_run_records_the_post_once(project, fake, creds):
     finally:
         ledger.close()
     assert row is not None and row.state == "sent" and row.remote_id == fake.tweets[0].id
+
+
+@pytest.mark.parametrize("status", [400, 503])
+def test_alt_text_failure_posts_the_image_without_it_and_says_so(tmp_path, fake, big_png,
+                                                                  status):
+    channel = x_channel(tmp_path, fake)
+    brief = hero_brief(tmp_path, big_png)
+    fake.fail_next(status, path="/2/media/metadata",
+                   body={"title": "Error", "detail": "metadata refused", "status": status})
+    receipt = channel.send(channel.render(brief, key_for(brief, channel)))
+    tweet, = fake.tweets
+    assert len(tweet.media_ids) == 1
+    assert "without alt text" in (receipt.note or "")
+
+
+def test_very_wide_image_is_capped_at_8192_px_a_side(tmp_path, fake):
+    folder = tmp_path / "briefs"
+    folder.mkdir()
+    Image.new("RGB", (12000, 300), (20, 90, 160)).save(folder / "wide.png")
+    brief = make_brief(folder, 1, image="wide.png", image_alt=ALT)
+    channel = x_channel(tmp_path, fake)
+    message = channel.render(brief, key_for(brief, channel))
+    image = message.extra["image"]
+    assert (image.width, image.height) == (8192, 204)
+    channel.send(message)
+    assert fake.tweets[0].media_ids

@@ -29,7 +29,11 @@ from bot.channels.base import (
     TransientError,
 )
 from bot.config import ConfigError
-from bot.images import MASTODON_DEFAULT_MAX_BYTES, ProcessedImage
+from bot.images import (
+    MASTODON_DEFAULT_MAX_BYTES,
+    MASTODON_DEFAULT_MAX_PIXELS,
+    ProcessedImage,
+)
 from bot.render.media import with_hero_image
 from bot.render.post import render_post
 
@@ -50,7 +54,7 @@ class InstanceLimits:
     max_characters: int = 500
     characters_reserved_per_url: int = 23
     image_size_limit: int = MASTODON_DEFAULT_MAX_BYTES
-    image_matrix_limit: int | None = None
+    image_matrix_limit: int = MASTODON_DEFAULT_MAX_PIXELS
     warning: str | None = None
 
 
@@ -145,8 +149,8 @@ class MastodonChannel(Channel):
                 max_characters=int(statuses["max_characters"]),
                 characters_reserved_per_url=int(statuses.get("characters_reserved_per_url", 23)),
                 image_size_limit=int(media.get("image_size_limit", MASTODON_DEFAULT_MAX_BYTES)),
-                image_matrix_limit=int(media["image_matrix_limit"])
-                if media.get("image_matrix_limit") else None,
+                image_matrix_limit=int(media.get("image_matrix_limit")
+                                       or MASTODON_DEFAULT_MAX_PIXELS),
             )
         except (requests.RequestException, ValueError, KeyError, TypeError) as error:
             return InstanceLimits(warning=(

@@ -1,7 +1,7 @@
 """X (Twitter): posts through the v2 API with OAuth 1.0a user context.
 
 Posts, the account lookup and its timeline go through tweepy's `Client`; images go through
-`POST /2/media/upload` (and alt text through `POST /2/media/metadata/create`) with a small
+`POST /2/media/upload` (and alt text through `POST /2/media/metadata`) with a small
 uploader of our own, because tweepy 4.17 only uploads through the retired v1.1 endpoint.
 tweepy is imported on first use, so listing or previewing never loads it.
 
@@ -29,7 +29,7 @@ from bot.channels.base import (
     TransientError,
 )
 from bot.config import ConfigError
-from bot.images import X_MAX_BYTES
+from bot.images import X_MAX_BYTES, X_MAX_SIDE
 from bot.render.media import with_hero_image
 from bot.render.post import render_post
 
@@ -88,7 +88,8 @@ class XChannel(Channel):
     def render(self, brief, key) -> Message:
         message = render_post(brief, key, network="x", settings=self.settings,
                               options=self.options)
-        return with_hero_image(message, self.settings, brief, max_bytes=X_MAX_BYTES)
+        return with_hero_image(message, self.settings, brief, max_bytes=X_MAX_BYTES,
+                               max_side=X_MAX_SIDE)
 
     # -- send -------------------------------------------------------------------------------
 
@@ -195,13 +196,21 @@ class XChannel(Channel):
             return None
         media_id = str(response.json()["data"]["id"])
         if alt:
-            response = self._call(
-                "adding alt text", "/2/media/metadata/create",
-                json={"media_id": media_id, "alt_text": {"text": alt[:ALT_TEXT_MAX]}})
-            if response.status_code >= 400:
-                notes.append(f"image posted without alt text: X refused it "
-                             f"({response.status_code}: {_detail(response)})")
+            self._add_alt_text(media_id, alt, notes)
         return media_id
+
+    def _add_alt_text(self, media_id: str, alt: str, notes: list[str]) -> None:
+        """Alt text through X API v2 `POST /2/media/metadata`; any failure there (a refusal,
+        a rate limit, an outage) only costs the alt text, never the post: a note says so."""
+        body = {"id": media_id, "metadata": {"alt_text": {"text": alt[:ALT_TEXT_MAX]}}}
+        try:
+            response = self._call("adding alt text", "/2/media/metadata", json=body)
+        except ChannelError as error:
+            notes.append(f"image posted without alt text: {error}")
+            return
+        if response.status_code >= 400:
+            notes.append(f"image posted without alt text: X refused it "
+                         f"({response.status_code}: {_detail(response)})")
 
     def _call(self, doing: str, path: str, **kwargs: Any) -> requests.Response:
         """POST to the media API; rate limits, outages and auth failures become our errors."""

@@ -29,7 +29,8 @@ T = TypeVar("T")
 
 
 def prepare_image(
-    settings: Settings, brief: Brief, *, max_bytes: int, max_pixels: int | None = None
+    settings: Settings, brief: Brief, *, max_bytes: int, max_pixels: int | None = None,
+    max_side: int | None = None,
 ) -> tuple[ProcessedImage | None, str | None]:
     """`(image, None)`, `(None, None)` when the brief has no image, or `(None, warning)`."""
     if not brief.image:
@@ -37,21 +38,24 @@ def prepare_image(
     memo = _memo.get()
     try:
         if memo is not None:
-            image = memo.fit(settings, brief, max_bytes=max_bytes, max_pixels=max_pixels)
+            image = memo.fit(settings, brief, max_bytes=max_bytes, max_pixels=max_pixels,
+                             max_side=max_side)
         else:
             data = _load(settings, brief)
             image = fit_image(data, max_bytes=max_bytes, max_pixels=max_pixels,
-                              source=brief.image)
+                              max_side=max_side, source=brief.image)
     except ImageError as error:
         return None, f"hero image left out: {error} (brief {brief.path}, field `image`)"
     return image, None
 
 
 def with_hero_image(message: Message, settings: Settings, brief: Brief, *, max_bytes: int,
-                    max_pixels: int | None = None, notes: tuple[str, ...] = ()) -> Message:
+                    max_pixels: int | None = None, max_side: int | None = None,
+                    notes: tuple[str, ...] = ()) -> Message:
     """`message` with the brief's hero image fitted to a network (`extra["image"]`), and a
     warning among its notes when the image had to be left out."""
-    image, warning = prepare_image(settings, brief, max_bytes=max_bytes, max_pixels=max_pixels)
+    image, warning = prepare_image(settings, brief, max_bytes=max_bytes, max_pixels=max_pixels,
+                                   max_side=max_side)
     notes = message.notes + notes + ((warning,) if warning else ())
     return replace(message, extra={**message.extra, "image": image}, notes=notes)
 
@@ -61,7 +65,8 @@ class ImageMemo:
 
     def __init__(self) -> None:
         self._loaded: dict[tuple[str, str], bytes | ImageError] = {}
-        self._fitted: dict[tuple[str, str, int | None, int], ProcessedImage | ImageError] = {}
+        self._fitted: dict[tuple[str, str, int | None, int | None, int],
+                           ProcessedImage | ImageError] = {}
 
     def load(self, settings: Settings, brief: Brief) -> bytes:
         """The hero image's original bytes; raises the same ImageError every time."""
@@ -74,38 +79,44 @@ class ImageMemo:
         return _unwrap(self._loaded[key])
 
     def fit(self, settings: Settings, brief: Brief, *, max_bytes: int,
-            max_pixels: int | None = None) -> ProcessedImage:
-        if max_pixels is not None and self._pixels(settings, brief) <= max_pixels:
+            max_pixels: int | None = None, max_side: int | None = None) -> ProcessedImage:
+        width, height = self._size(settings, brief)
+        if max_pixels is not None and width * height <= max_pixels:
             max_pixels = None  # a pixel cap the image is under changes nothing
-        key = (str(brief.image), str(brief.path.parent), max_pixels, max_bytes)
+        if max_side is not None and max(width, height) <= max_side:
+            max_side = None
+        key = (str(brief.image), str(brief.path.parent), max_pixels, max_side, max_bytes)
         if key not in self._fitted:
             try:
-                self._fitted[key] = self._fit(settings, brief, max_bytes, max_pixels)
+                self._fitted[key] = self._fit(settings, brief, max_bytes, max_pixels, max_side)
             except ImageError as error:
                 self._fitted[key] = error
         return _unwrap(self._fitted[key])
 
-    def _pixels(self, settings: Settings, brief: Brief) -> int:
-        """Width x height from the image header (0 when it cannot be read: fit reports that)."""
+    def _size(self, settings: Settings, brief: Brief) -> tuple[int, int]:
+        """(width, height) from the image header ((0, 0) when unreadable: fit reports that)."""
         try:
             with Image.open(io.BytesIO(self.load(settings, brief))) as image:
-                return image.width * image.height
+                return image.size
         except (ImageError, OSError, ValueError, Image.DecompressionBombError):
-            return 0
+            return 0, 0
 
     def _fit(self, settings: Settings, brief: Brief, max_bytes: int,
-             max_pixels: int | None) -> ProcessedImage:
+             max_pixels: int | None, max_side: int | None) -> ProcessedImage:
         data = self.load(settings, brief)
         source = str(brief.image)
         if max_bytes == _UNLIMITED:
-            return fit_image(data, max_bytes=max_bytes, max_pixels=max_pixels, source=source)
+            return fit_image(data, max_bytes=max_bytes, max_pixels=max_pixels,
+                             max_side=max_side, source=source)
         # fit_image's first encoding does not depend on max_bytes: when it was not resized and
         # is under this limit, it is exactly what fit_image returns for this limit. One encoding
         # then serves every network whose limit it fits.
-        first = self.fit(settings, brief, max_bytes=_UNLIMITED, max_pixels=max_pixels)
+        first = self.fit(settings, brief, max_bytes=_UNLIMITED, max_pixels=max_pixels,
+                         max_side=max_side)
         if not first.resized and len(first.data) <= max_bytes:
             return first
-        return fit_image(data, max_bytes=max_bytes, max_pixels=max_pixels, source=source)
+        return fit_image(data, max_bytes=max_bytes, max_pixels=max_pixels, max_side=max_side,
+                         source=source)
 
 
 _memo: ContextVar[ImageMemo | None] = ContextVar("briefbot_image_memo", default=None)

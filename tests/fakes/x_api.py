@@ -23,6 +23,7 @@ from tests.fakes.server import FakeApi, Reply, Request, route
 
 DUPLICATE = "You are not allowed to create a Tweet with duplicate content."
 IMAGE_MAX_BYTES = 5 * 1024 * 1024
+IMAGE_MAX_SIDE = 8192  # docs.x.com media best practices: images up to 8192x8192
 _URL = re.compile(r"https?://\S+")
 
 
@@ -133,6 +134,8 @@ class FakeX(FakeApi):
                 width, height, kind = im.width, im.height, (im.format or "").lower()
         except OSError:
             return _problem(400, "Invalid Request", "media type unrecognized.")
+        if max(width, height) > IMAGE_MAX_SIDE:
+            return _problem(400, "Invalid Request", "Image dimensions exceed 8192x8192.")
         media_id = str(next(self._ids))
         media_type = form["media_type"].text if "media_type" in form else f"image/{kind}"
         self.media[media_id] = Media(media_id, data, media_type, category, width, height)
@@ -141,13 +144,15 @@ class FakeX(FakeApi):
             "expires_after_secs": 86400,
             "image": {"image_type": media_type, "w": width, "h": height}}})
 
-    @route("POST", r"/2/media/metadata/create")
+    @route("POST", r"/2/media/metadata")
     def metadata(self, request: Request) -> Reply:
+        """docs.x.com/x-api/media/create-media-metadata: `{"id", "metadata": {"alt_text":
+        {"text"}}}` in, `{"data": {"id", "associated_metadata": {...}}}` out."""
         body = request.json()
-        media = self.media.get(str(body.get("media_id")))
-        text = (body.get("alt_text") or {}).get("text")
+        media = self.media.get(str(body.get("id")))
+        text = ((body.get("metadata") or {}).get("alt_text") or {}).get("text")
         if media is None:
-            return _problem(400, "Invalid Request", "media_id not found")
+            return _problem(400, "Invalid Request", "id not found")
         if not text or len(text) > 1000:
             return _problem(400, "Invalid Request", "alt_text.text must be 1-1000 characters")
         media.alt_text = text
