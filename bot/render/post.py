@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any
+
+import regex
 
 from bot.briefs import Brief
 from bot.config import Settings
@@ -30,8 +31,28 @@ def hashtags_for(brief: Brief, options: dict[str, Any]) -> list[str]:
         words.append(brief.category)
     if mode in ("tags", "both"):
         words.extend(brief.tags)
-    tags = ["#" + re.sub(r"[^\w]", "", word.title() if " " in word else word) for word in words]
-    return list(dict.fromkeys(t for t in tags if len(t) > 1))
+    in_title = {match.casefold() for match in _TITLE_TAG.findall(brief.title or "")}
+    tags = (_hashtag(word) for word in words)
+    return list(dict.fromkeys(tag for tag in tags
+                              if tag and tag[1:].casefold() not in in_title))
+
+
+_NOT_TAG = regex.compile(r"[^\p{L}\p{M}\p{N}_]")
+_TITLE_TAG = regex.compile(r"[#＃]([\p{L}\p{M}\p{N}_]+)")
+
+
+def _hashtag(word: str) -> str:
+    """`#Word` that every network links whole, or "" when none would.
+
+    Combining marks stay (Devanagari vowel signs and viramas, Thai vowels: dropping them
+    spells another word); words of a phrase get a capital first letter only (`str.title`
+    makes "don't" `DonT`); a tag of digits alone is not a hashtag on X or Mastodon.
+    """
+    words = word.split()
+    if len(words) > 1:
+        words = [w[:1].upper() + w[1:] for w in words]
+    body = _NOT_TAG.sub("", "".join(words))
+    return "" if not body or body.isdigit() else "#" + body
 
 
 def render_post(brief: Brief, key: DeliveryKey, *, network: str, settings: Settings,
