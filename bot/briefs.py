@@ -32,6 +32,7 @@ ALIASES = {
     "hero_image": "image",
     "alt": "image_alt",
     "keywords": "tags",
+    "lang": "language",
 }
 PLACEHOLDER = re.compile(
     r"_[^_\n]*placeholder[^_\n]*_|\bTODO\b|\bTBD\b|\blorem ipsum\b", re.IGNORECASE

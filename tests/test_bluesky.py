@@ -80,9 +80,10 @@ class Account:
 
     def brief(self, name: str, *, title: str = "Solar cells pass a new efficiency record",
               url: str | None = None, image: str | None = None,
-              alt: str = "A chart of cell efficiency by year") -> Brief:
+              alt: str = "A chart of cell efficiency by year", lang: str | None = None) -> Brief:
         path = self.folder / f"{name}.md"
         hero = f"image: {image}\nimage_alt: {json.dumps(alt)}\n" if image else ""
+        hero += f"lang: {lang}\n" if lang else ""
         path.write_text(
             f"---\ntitle: {json.dumps(title, ensure_ascii=False)}\nstatus: published\n"
             f"published_at: 2026-11-20T09:00:00Z\n"
@@ -205,6 +206,9 @@ def test_post_has_text_link_facet_and_image_with_alt(account: Account) -> None:
     assert_link_facet(record, message.link)
     assert record["langs"] == ["en"]
     created = datetime.fromisoformat(record["createdAt"])
+    other = channel.send(channel.render(account.brief("hindi", lang="hi"),
+                                        key(account.brief("hindi", lang="hi"))))
+    assert account.record(other.remote_id)["langs"] == ["hi"]
     assert created.utcoffset() is not None
     assert receipt.sent_at is not None and abs((created - receipt.sent_at).total_seconds()) < 0.01
 

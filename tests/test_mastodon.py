@@ -181,3 +181,19 @@ def test_refused_token_ends_dead_after_one_post(project, fake, token):
         ledger.close()
     assert row is not None and row.state == "dead"
     assert len(fake.writes()) == 1 and fake.statuses == []
+
+
+def test_a_briefs_own_language_wins_over_the_channels(tmp_path, fake):
+    """`lang:` in the front matter sets the status `language`; the channel's is the default."""
+    from zoneinfo import ZoneInfo
+
+    from bot.briefs import BriefReader
+
+    path = make_brief(tmp_path / "briefs", 1).path
+    path.write_text(path.read_text(encoding="utf-8").replace(
+        "status: published\n", "status: published\nlang: hi\n"), encoding="utf-8")
+    brief, _ = BriefReader(tz=ZoneInfo("UTC")).read(path)
+    channel = masto(tmp_path, fake, language="en")
+    channel.send(channel.render(brief, key_for(brief, channel)))
+    posted, = fake.seen("POST", "/api/v1/statuses")
+    assert posted.json()["language"] == "hi"

@@ -135,8 +135,9 @@ class BlueskyChannel(Channel):
             }
             if message.extra.get("facets"):
                 record["facets"] = list(message.extra["facets"])
-            if self.langs:
-                record["langs"] = self.langs
+            langs = [message.extra["language"]] if message.extra.get("language") else self.langs
+            if langs:
+                record["langs"] = langs
             if embed:
                 record["embed"] = embed
             answer = self._call_authed(

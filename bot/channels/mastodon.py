@@ -238,8 +238,9 @@ class MastodonChannel(Channel):
         body: dict[str, Any] = {"status": message.text, "visibility": self.visibility}
         if media_ids:
             body["media_ids"] = media_ids
-        if self.options.get("language"):
-            body["language"] = str(self.options["language"])
+        language = message.extra.get("language") or self.options.get("language")
+        if language:
+            body["language"] = str(language)
         headers = {"Idempotency-Key": message.idempotency_key}
         deadline = time.monotonic() + self.media_wait
         delay = self.poll_interval

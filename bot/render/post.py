@@ -55,6 +55,13 @@ def _hashtag(word: str) -> str:
     return "" if not body or body.isdigit() else "#" + body
 
 
+def brief_language(brief: Brief) -> str | None:
+    """The brief's own `lang`/`language` (a BCP 47 tag such as `hi`), which wins over the
+    channel's: one channel carries briefs in several languages."""
+    value = brief.extra.get("language")
+    return str(value).strip() or None if value else None
+
+
 def render_post(brief: Brief, key: DeliveryKey, *, network: str, settings: Settings,
                 options: dict[str, Any]) -> Message:
     if network not in RULES:
@@ -86,6 +93,6 @@ def render_post(brief: Brief, key: DeliveryKey, *, network: str, settings: Setti
         length=fitted.length,
         limit=fitted.limit,
         notes=tuple(fitted.cut),
-        extra={"facets": fitted.facets, "title": brief.title, "summary": brief.summary,
+        extra={"facets": fitted.facets, "language": brief_language(brief), "title": brief.title, "summary": brief.summary,
                "brief_path": str(brief.path)},
     )
