@@ -93,6 +93,6 @@ def render_post(brief: Brief, key: DeliveryKey, *, network: str, settings: Setti
         length=fitted.length,
         limit=fitted.limit,
         notes=tuple(fitted.cut),
-        extra={"facets": fitted.facets, "language": brief_language(brief), "title": brief.title, "summary": brief.summary,
-               "brief_path": str(brief.path)},
+        extra={"facets": fitted.facets, "language": brief_language(brief),
+               "title": brief.title, "summary": brief.summary, "brief_path": str(brief.path)},
     )
