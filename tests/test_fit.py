@@ -359,3 +359,9 @@ def test_links_are_found_where_twitter_text_parser_finds_them(text: str) -> None
     if all(len(u["url"]) == u["indices"][1] - u["indices"][0] for u in found):
         v2 = dict(REFERENCE.config.config["version2"], emoji_parsing_enabled=False)
         assert x_weighted_length(text, "v2") == REFERENCE.parse_tweet(text, v2).weightedLength
+
+
+def test_mastodon_counts_a_remote_mention_by_its_user_part() -> None:
+    """StatusLengthValidator rewrites `@user@domain` to `@user` before counting."""
+    assert mastodon_length("hi @alice@example.social") == len("hi @alice")
+    assert mastodon_length("mail me at a@b.example") == len("mail me at a@b.example")

@@ -109,16 +109,24 @@ def grapheme_length(text: str) -> int:
     return sum(1 for _ in _GRAPHEME.finditer(text))
 
 
+# Mastodon's Account::MENTION_RE (app/models/account.rb, AGPL-3.0): `@user` or `@user@domain`.
+_MENTION = regex.compile(
+    r"(?<![=/\w])@([a-z0-9_]+(?:[.-]+[a-z0-9_]+)*)(?:@[\w.-]+\w+)?", regex.IGNORECASE)
+
+
 def mastodon_length(text: str, url_length: int = URL_LENGTH) -> int:
-    """Mastodon's count: graphemes, with every http(s) link charged `url_length`."""
-    spans = _UrlScanner(text).extract(without_protocol=False)
-    if spans:
-        parts, last = [], 0
-        for start, end in spans:
-            parts += [text[last:start], "x" * url_length]
-            last = end
-        text = "".join([*parts, text[last:]])
-    return grapheme_length(text)
+    """Mastodon's StatusLengthValidator: graphemes, every link it links charged `url_length`,
+    a mention `@user@domain` counted as `@user` (the domain is free)."""
+    entities = [(start, end, "x" * url_length)
+                for start, end in _UrlScanner(text).extract(without_protocol=False)]
+    entities += [(m.start(), m.end(), "@" + m.group(1)) for m in _MENTION.finditer(text)]
+    parts, last = [], 0
+    for start, end, replacement in sorted(entities):
+        if start < last:
+            continue  # overlapping entities: the earlier one wins, as Extractor does
+        parts += [text[last:start], replacement]
+        last = end
+    return grapheme_length("".join([*parts, text[last:]]))
 
 
 def bluesky_length(text: str) -> tuple[int, int]:
