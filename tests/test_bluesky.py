@@ -204,6 +204,11 @@ def test_post_has_text_link_facet_and_image_with_alt(account: Account) -> None:
     record = account.record(receipt.remote_id)
     assert record["text"] == message.text
     assert_link_facet(record, message.link)
+    raw = record["text"].encode("utf-8")
+    tags = [(raw[f["index"]["byteStart"]:f["index"]["byteEnd"]].decode(), f["features"][0])
+            for f in record["facets"]
+            if f["features"][0]["$type"] == "app.bsky.richtext.facet#tag"]
+    assert tags == [("#Research", {"$type": "app.bsky.richtext.facet#tag", "tag": "Research"})]
     assert record["langs"] == ["en"]
     created = datetime.fromisoformat(record["createdAt"])
     other = channel.send(channel.render(account.brief("hindi", lang="hi"),

@@ -168,7 +168,7 @@ def test_bluesky_posts_fit_with_a_facet_on_the_shown_link(title: str, url: str,
     graphemes, size = bluesky_length(post.text)
     assert graphemes <= 300 and size <= 3000
     assert post.length == graphemes and post.limit == 300
-    [facet] = post.facets
+    [facet] = _links(post)
     assert facet["features"] == [{"$type": "app.bsky.richtext.facet#link", "uri": url}]
     index = facet["index"]
     shown = post.text.encode("utf-8")[index["byteStart"]:index["byteEnd"]].decode("utf-8")
@@ -274,7 +274,7 @@ def test_bluesky_shows_a_short_link_and_points_the_facet_at_the_full_url() -> No
     shown = "example.org/research/2026/11/…"
     assert display_url(url) == shown
     assert post.text == f"Ünïcödé 日本語 {FAMILY}\n\n{shown} #Énergie"
-    [facet] = post.facets
+    [facet] = _links(post)
     start = len(f"Ünïcödé 日本語 {FAMILY}\n\n".encode())
     assert facet["index"] == {"byteStart": start, "byteEnd": start + len(shown.encode())}
     assert facet["features"][0]["uri"] == url
@@ -287,7 +287,7 @@ def test_render_decides_the_layout_and_facets_follow_it() -> None:
     post = fit_post(BLUESKY, title="Grüße", url="https://example.org/", hashtags=["A"],
                     render=render)
     assert post.text == "#A | Grüße → example.org"
-    [facet] = post.facets
+    [facet] = _links(post)
     data = post.text.encode()
     assert data[facet["index"]["byteStart"]:facet["index"]["byteEnd"]] == b"example.org"
 
@@ -308,7 +308,7 @@ def test_a_link_that_cannot_fit_is_an_error_not_a_cut() -> None:
 
 def test_a_post_without_a_link() -> None:
     post = fit_post(BLUESKY, title="Just words", url="", hashtags=["#Tag"])
-    assert (post.text, post.facets, post.url) == ("Just words\n\n#Tag", (), "")
+    assert (post.text, _links(post), post.url) == ("Just words\n\n#Tag", [], "")
 
 
 def test_network_rules() -> None:
@@ -365,3 +365,19 @@ def test_mastodon_counts_a_remote_mention_by_its_user_part() -> None:
     """StatusLengthValidator rewrites `@user@domain` to `@user` before counting."""
     assert mastodon_length("hi @alice@example.social") == len("hi @alice")
     assert mastodon_length("mail me at a@b.example") == len("mail me at a@b.example")
+
+
+def test_bluesky_hashtags_get_tag_facets_at_utf8_byte_offsets() -> None:
+    post = fit_post(BLUESKY, title="Grid storage", url="https://example.org/a",
+                    hashtags=["#हिन्दी", "#Energy"])
+    tags = [f for f in post.facets
+            if f["features"][0]["$type"] == "app.bsky.richtext.facet#tag"]
+    raw = post.text.encode("utf-8")
+    assert [(raw[f["index"]["byteStart"]:f["index"]["byteEnd"]].decode(),
+             f["features"][0]["tag"]) for f in tags] == [("#हिन्दी", "हिन्दी"),
+                                                         ("#Energy", "Energy")]
+
+
+def _links(post) -> list[dict]:
+    """The link facets of a post (hashtags have facets of their own)."""
+    return [f for f in post.facets if f["features"][0]["$type"].endswith("#link")]

@@ -277,6 +277,8 @@ def fit_post(rules: NetworkRules, *, title: str, url: str, hashtags: Iterable[st
     facets: tuple[dict[str, Any], ...] = ()
     if rules.link_facets and url:
         facets = tuple(_link_facet(text, start, shown, url) for start in starts)
+    if rules.link_facets:
+        facets += tuple(_tag_facets(text, tags))
     return FittedPost(text=text, length=rules.count(text), limit=rules.max_length, url=url,
                       cut=tuple(cut), facets=facets)
 
@@ -317,6 +319,18 @@ def _link_facet(text: str, start: int, shown: str, url: str) -> dict[str, Any]:
         "index": {"byteStart": byte_start, "byteEnd": byte_start + len(shown.encode("utf-8"))},
         "features": [{"$type": "app.bsky.richtext.facet#link", "uri": url}],
     }
+
+
+def _tag_facets(text: str, tags: list[str]) -> Iterable[dict[str, Any]]:
+    """`app.bsky.richtext.facet#tag` for each hashtag left in the text: Bluesky links a tag
+    only through a facet. Offsets are UTF-8 bytes; the tag is stored without its `#`."""
+    for tag in tags:
+        pattern = regex.compile(rf"(?<![\p{{L}}\p{{M}}\p{{N}}_]){regex.escape(tag)}"
+                                rf"(?![\p{{L}}\p{{M}}\p{{N}}_])")
+        for match in pattern.finditer(text):
+            start = len(text[:match.start()].encode("utf-8"))
+            yield {"index": {"byteStart": start, "byteEnd": start + len(tag.encode("utf-8"))},
+                   "features": [{"$type": "app.bsky.richtext.facet#tag", "tag": tag[1:]}]}
 
 
 def add_utm(url: str, params: Mapping[str, str]) -> str:
