@@ -131,7 +131,7 @@ def cmd_config(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
-    if not args.once:
+    if not args.once and not args.dry_run:  # a dry run is always one pass: no daemon sends
         from bot.schedule import run_daemon
 
         return run_daemon(settings)

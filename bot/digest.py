@@ -37,8 +37,9 @@ def period_briefs(settings: Settings, period: Period, now: datetime) -> list[Bri
     )
 
 
-def digest_channels(settings: Settings, name: str | None = None) -> dict[str, Channel]:
-    channels = open_channels(settings, [name] if name else None)
+def digest_channels(settings: Settings, name: str | None = None, *,
+                    dry_run: bool = False) -> dict[str, Channel]:
+    channels = open_channels(settings, [name] if name else None, dry_run=dry_run)
     if name and not channels[name].sends_digest:
         kind = channels[name].type
         raise ConfigError(f"channel {name!r} (type {kind}) does not send the digest; choose an "
@@ -64,7 +65,7 @@ def send_digest(settings: Settings, period: Period | str, *, now: datetime,
         return report
     prepared = prepare_digest(settings, briefs, period_label=period.label, now=now)
     report.subject, report.html_bytes = prepared.subject, prepared.html_bytes
-    channels = digest_channels(settings, channel)
+    channels = digest_channels(settings, channel, dry_run=dry_run)
     report.channels = list(channels)
     try:
         campaign = f"digest:{period.label}"

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
 from bot.briefs import Brief, BriefReader, Problem, brief_files
-from bot.channels import Channel, Message, load_channel_class
+from bot.channels import Channel, Message, open_channel
 from bot.config import Settings
 from bot.images import (
     BLUESKY_MAX_BYTES,
@@ -309,7 +309,7 @@ class _Builder:
             if not config.enabled:
                 continue
             try:
-                channels[name] = load_channel_class(config.type)(name, config, self.settings)
+                channels[name] = open_channel(name, config, self.settings, dry_run=True)
             except Exception as error:  # noqa: BLE001 - a channel that cannot start is shown
                 issues.append(Issue("error", f"channel {name!r} cannot be set up: "
                                     f"{redact(str(error))}; fix [channels.{name}] in the "

@@ -263,7 +263,7 @@ class Publisher:
 def publish_due(settings: Settings, now: datetime, *, dry_run: bool = False) -> RunReport:
     """One publishing run with fresh connections: what `briefbot run --once` does."""
     ledger = open_ledger(settings, readonly=dry_run)
-    channels = open_channels(settings)
+    channels = open_channels(settings, dry_run=dry_run)
     try:
         return Publisher(settings, ledger, channels).publish_due(now, dry_run=dry_run)
     finally:

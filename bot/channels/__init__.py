@@ -17,7 +17,7 @@ from bot.channels.base import (
     TransientError,
     UnknownOutcome,
 )
-from bot.config import ConfigError, Settings
+from bot.config import ChannelConfig, ConfigError, Settings
 
 GROUP = "briefbot.channels"
 
@@ -32,6 +32,9 @@ __all__ = [
     "UnknownOutcome",
     "available_types",
     "load_channel_class",
+    "DryRunSend",
+    "forbid_sending",
+    "open_channel",
     "open_channels",
 ]
 
@@ -54,15 +57,41 @@ def load_channel_class(type_name: str) -> type[Channel]:
     return cls
 
 
-def open_channels(settings: Settings, names: list[str] | None = None) -> dict[str, Channel]:
-    """Instantiate the enabled channels (or the named ones) of a configuration."""
+class DryRunSend(RuntimeError):
+    """A dry run reached a channel's `send`: a bug in briefbot, never sent."""
+
+
+def forbid_sending(channel: Channel) -> Channel:
+    """Make `channel` unable to reach the outside world: the one guard every dry run goes
+    through (`run --dry-run`, `digest send --dry-run`, `preview`). Rendering still works."""
+
+    def refuse(*_args: object, **_kwargs: object) -> object:
+        raise DryRunSend(f"dry run: channel {channel.name!r} must not send")
+
+    for name in ("send", "send_raw", "reconcile"):
+        if hasattr(channel, name):
+            setattr(channel, name, refuse)
+    channel.dry_run = True
+    return channel
+
+
+def open_channel(name: str, config: ChannelConfig, settings: Settings, *,
+                 dry_run: bool = False) -> Channel:
+    channel = load_channel_class(config.type)(name, config, settings)
+    return forbid_sending(channel) if dry_run else channel
+
+
+def open_channels(settings: Settings, names: list[str] | None = None, *,
+                  dry_run: bool = False) -> dict[str, Channel]:
+    """Instantiate the enabled channels (or the named ones) of a configuration; with
+    `dry_run`, every one of them is unable to send."""
     channels: dict[str, Channel] = {}
     for name, config in settings.config.channels.items():
         if names is not None and name not in names:
             continue
         if not config.enabled and names is None:
             continue
-        channels[name] = load_channel_class(config.type)(name, config, settings)
+        channels[name] = open_channel(name, config, settings, dry_run=dry_run)
     if names:
         missing = sorted(set(names) - set(channels))
         if missing:

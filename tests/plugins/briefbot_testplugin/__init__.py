@@ -42,3 +42,18 @@ class FlakyChannel(Channel):
         with open(self._path("log", "flaky-sent.jsonl"), "a", encoding="utf-8") as log:
             log.write(json.dumps({"key": str(message.key), "text": message.text}) + "\n")
         return Receipt(remote_id=f"flaky-{brief_id}", url=f"https://flaky.test/{brief_id}")
+
+
+class TrapChannel(Channel):
+    """Renders like any post channel; `send` fails the test (it writes `trap-sent`, which the
+    test looks for, since the CLI runs in another process)."""
+
+    type = "trap"
+
+    def render(self, brief, key) -> Message:
+        return Message(key=key, kind="post", text=f"{brief.title} {brief.source_url}",
+                       link=brief.source_url)
+
+    def send(self, message: Message) -> Receipt:
+        self.settings.resolve("trap-sent").write_text(str(message.key))
+        raise AssertionError(f"a dry run called send for {message.key}")

@@ -1,0 +1,35 @@
+"""A dry run never sends: every --dry-run path goes through one guard (`forbid_sending`)."""
+
+from __future__ import annotations
+
+import pytest
+
+from bot.channels import DryRunSend, forbid_sending, load_channel_class
+from bot.message import DeliveryKey, Message
+from tests.conftest import write_brief
+
+TRAP = '[channels.trap]\ntype = "trap"\n'
+
+
+@pytest.mark.parametrize("args", [["run", "--dry-run"], ["run", "--once", "--dry-run"],
+                                  ["preview"]])
+def test_dry_run_paths_never_reach_send(project, args):
+    project.write_config(channels=TRAP)
+    write_brief(project.briefs, "one.md")
+    result = project.cli(*args, timeout=60)
+    assert not (project.root / "trap-sent").exists(), result.stdout + result.stderr
+    assert result.returncode == 0, result.stdout + result.stderr
+    if args[0] == "run":
+        assert "dry run" in result.stdout
+
+
+def test_forbid_sending_refuses_send(project):
+    from bot.config import load_settings
+
+    project.write_config(channels=TRAP)
+    settings = load_settings(str(project.config))
+    config = settings.config.channels["trap"]
+    channel = forbid_sending(load_channel_class("trap")("trap", config, settings))
+    with pytest.raises(DryRunSend):
+        channel.send(Message(key=DeliveryKey("brief:x", "trap"), kind="post", text="x"))
+    assert not (project.root / "trap-sent").exists()
