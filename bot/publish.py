@@ -23,7 +23,7 @@ from bot.channels import (
     UnknownOutcome,
     open_channels,
 )
-from bot.config import Settings
+from bot.config import ConfigError, Settings
 from bot.ledger import Delivery, Ledger, open_ledger
 from bot.mailing import mail_brief
 from bot.message import DeliveryKey
@@ -69,9 +69,13 @@ class RunReport:
 
     @property
     def failed(self) -> bool:
-        return any(o.state in FAILED_STATES for o in self.outcomes)
+        return bool(self.problems) or any(o.state in FAILED_STATES for o in self.outcomes)
 
     def summary(self) -> str:
+        if not self.outcomes and self.problems:
+            count = len(self.problems)
+            return (f"{count} {'error' if count == 1 else 'errors'} in the briefs; nothing "
+                    "sent (briefbot check shows each)")
         if not self.outcomes:
             return "nothing to send: every due brief has already gone out"
         order = ("would-send", "sent", "queued", "skipped", "failed", "dead", "unknown", "error")
@@ -260,8 +264,22 @@ class Publisher:
                    f"{retry_at:%Y-%m-%d %H:%M:%S} UTC)")
 
 
+def check_can_publish(settings: Settings) -> None:
+    """A run with nowhere to read from or nothing to send to is a configuration error, not
+    "nothing to send"."""
+    source = str(settings.path) if settings.path else "the built-in configuration"
+    missing = [folder for folder in settings.brief_folders if not folder.exists()]
+    if missing:
+        raise ConfigError(f"{source}: briefs.folders: {', '.join(map(str, missing))} does not "
+                          "exist; create it or fix the path")
+    if not any(c.enabled for c in settings.config.channels.values()):
+        raise ConfigError(f"{source}: no enabled channel: add a [channels.NAME] table (for "
+                          'example type = "outbox") or set enabled = true')
+
+
 def publish_due(settings: Settings, now: datetime, *, dry_run: bool = False) -> RunReport:
     """One publishing run with fresh connections: what `briefbot run --once` does."""
+    check_can_publish(settings)
     ledger = open_ledger(settings, readonly=dry_run)
     channels = open_channels(settings, dry_run=dry_run)
     try:

@@ -33,3 +33,17 @@ def test_forbid_sending_refuses_send(project):
     with pytest.raises(DryRunSend):
         channel.send(Message(key=DeliveryKey("brief:x", "trap"), kind="post", text="x"))
     assert not (project.root / "trap-sent").exists()
+
+
+def test_run_once_exit_codes_tell_the_truth(project):
+    (project.briefs / "bad.md").write_text("---\ntitle: [unclosed\n---\n", encoding="utf-8")
+    result = project.cli("run", "--once")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "nothing to send" not in result.stdout
+    project.write_config(channels="")
+    result = project.cli("run", "--once")
+    assert result.returncode == 2 and "no enabled channel" in result.stderr
+    project.write_config()
+    (project.root / "briefs").rename(project.root / "gone")
+    result = project.cli("run", "--once")
+    assert result.returncode == 2 and "does not exist" in result.stderr
