@@ -340,7 +340,12 @@ def cmd_preview(args: argparse.Namespace, settings: Settings) -> int:
     from bot.preview import build_gallery, write_gallery
 
     gallery = build_gallery(settings, now=parse_now(args.now), include_drafts=args.include_drafts)
-    index = write_gallery(gallery, Path(args.out) if args.out else settings.state_dir / "preview")
+    out = Path(args.out) if args.out else settings.state_dir / "preview"
+    try:
+        index = write_gallery(gallery, out)
+    except OSError as error:
+        raise UsageError(f"--out {out}: cannot write the gallery there ({error.strerror}); "
+                         "give a folder you can write to") from None
     for issue in gallery.channel_issues:
         print(f"briefbot: {issue.text}", file=sys.stderr)
     print(gallery.summary())
@@ -350,6 +355,17 @@ def cmd_preview(args: argparse.Namespace, settings: Settings) -> int:
 
         webbrowser.open(index.resolve().as_uri())
     return EXIT_FAILED if gallery.failed else EXIT_OK
+
+def _port(value: str) -> int:
+    try:
+        port = int(value)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a port: give 0-65535 (0 picks a "
+                                         "free one)")
+    return port
+
 
 # -- parser ---------------------------------------------------------------------------------
 
@@ -469,7 +485,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("serve", cmd_serve, "Serve the unsubscribe (one-click), subscribe and confirm "
                 "pages.", "briefbot serve --host 127.0.0.1 --port 8025")
     p.add_argument("--host", help="address to listen on (default: web.host)")
-    p.add_argument("--port", type=int, help="port (default: web.port; 0 picks a free one)")
+    p.add_argument("--port", type=_port, help="port (default: web.port; 0 picks a free one)")
 
     return parser
 

@@ -47,3 +47,13 @@ def test_run_once_exit_codes_tell_the_truth(project):
     (project.root / "briefs").rename(project.root / "gone")
     result = project.cli("run", "--once")
     assert result.returncode == 2 and "does not exist" in result.stderr
+
+
+def test_bad_port_and_unwritable_preview_out_are_messages_not_tracebacks(project):
+    result = project.cli("serve", "--port", "99999")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "not a port" in result.stderr
+    (project.root / "afile").write_text("x")
+    result = project.cli("preview", "--out", str(project.root / "afile"))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "--out" in result.stderr
