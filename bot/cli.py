@@ -356,6 +356,21 @@ def cmd_preview(args: argparse.Namespace, settings: Settings) -> int:
         webbrowser.open(index.resolve().as_uri())
     return EXIT_FAILED if gallery.failed else EXIT_OK
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("briefbot")
+    except PackageNotFoundError:
+        return "(not installed)"
+
+
+def _config_option(parser: argparse.ArgumentParser) -> None:
+    """`--config` also after the command (`briefbot run --config x.toml`)."""
+    parser.add_argument("--config", metavar="PATH", default=argparse.SUPPRESS,
+                        help="configuration file (TOML)")
+
+
 def _port(value: str) -> int:
     try:
         port = int(value)
@@ -378,6 +393,7 @@ def build_parser() -> argparse.ArgumentParser:
                "Secrets come only from environment variables named in the configuration.",
     )
     parser.add_argument("--config", metavar="PATH", help="configuration file (TOML)")
+    parser.add_argument("--version", action="version", version=f"briefbot {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     def command(name: str, handler: Callable[..., int], help_text: str,
@@ -386,6 +402,7 @@ def build_parser() -> argparse.ArgumentParser:
                            epilog=f"Example:\n  {example}" if example else None,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         p.set_defaults(handler=handler)
+        _config_option(p)
         return p
 
     p = command("check", cmd_check, "Lint briefs: every problem with file, line, field and fix.",
@@ -432,6 +449,7 @@ def build_parser() -> argparse.ArgumentParser:
                           description="Send a period's digest to every active subscriber. A run "
                           "that stopped resumes at the next unsent recipient.")
     q.set_defaults(handler=cmd_digest_send)
+    _config_option(q)
     q.add_argument("--period", metavar="LABEL", help="an ISO week such as 2026-W48 (default: "
                    "the period that has just closed)")
     q.add_argument("--dry-run", action="store_true",
@@ -453,6 +471,7 @@ def build_parser() -> argparse.ArgumentParser:
     def action(name: str, handler: Callable[..., int], help_text: str) -> argparse.ArgumentParser:
         q = actions.add_parser(name, help=help_text, description=help_text)
         q.set_defaults(handler=handler)
+        _config_option(q)
         return q
 
     q = action("add", cmd_subscribers_add, "Add an address (or re-add one that left).")

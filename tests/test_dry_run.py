@@ -57,3 +57,18 @@ def test_bad_port_and_unwritable_preview_out_are_messages_not_tracebacks(project
     result = project.cli("preview", "--out", str(project.root / "afile"))
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "--out" in result.stderr
+
+
+def test_config_after_the_command_and_version(project):
+    import subprocess
+    import sys
+
+    write_brief(project.briefs, "one.md")
+    result = subprocess.run([sys.executable, "-m", "bot", "list", "--json", "--config",
+                             str(project.config)], cwd="/", capture_output=True, text=True,
+                            env=project.env)
+    assert result.returncode == 0, result.stderr
+    assert '"one"' in result.stdout
+    version = subprocess.run([sys.executable, "-m", "bot", "--version"], capture_output=True,
+                             text=True, env=project.env)
+    assert version.returncode == 0 and version.stdout.startswith("briefbot ")
