@@ -434,13 +434,38 @@ class Ledger:
                         next_attempt_at=None)
             ).rowcount == 1
 
+    def _dead_local_workers(self, conn: Connection) -> list[str]:
+        """Workers on this host (ids are `host:pid:nonce`) whose process is gone."""
+        host = socket.gethostname()
+        rows = conn.execute(
+            select(deliveries.c.worker).distinct().where(
+                (deliveries.c.state == "claimed") & deliveries.c.lease_until.is_not(None)
+                & deliveries.c.worker.startswith(f"{host}:")
+            )
+        ).scalars()
+        dead = []
+        for worker in rows:
+            parts = worker.split(":")
+            if worker == self.worker or len(parts) != 3 or not parts[1].isdigit():
+                continue
+            try:
+                os.kill(int(parts[1]), 0)
+            except ProcessLookupError:
+                dead.append(worker)
+            except PermissionError:
+                pass  # alive, another user's
+        return dead
+
     def expire_leases(self) -> int:
-        """Claims whose worker died become `unknown`; returns how many."""
+        """Claims whose lease ran out, or whose process on this host is gone, become
+        `unknown` at once; returns how many."""
         now = self.clock()
         with self._tx() as conn:
+            gone = self._dead_local_workers(conn)
             return conn.execute(
                 update(deliveries)
-                .where((deliveries.c.state == "claimed") & (deliveries.c.lease_until < now))
+                .where((deliveries.c.state == "claimed") & (
+                    (deliveries.c.lease_until < now) | deliveries.c.worker.in_(gone)))
                 .values(state="unknown", updated_at=now, worker=None, lease_until=None,
                         last_error="the worker holding this claim stopped before recording "
                         "an outcome")
