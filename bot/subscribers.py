@@ -272,10 +272,15 @@ class Subscribers:
             ).first()
             if current.state == "active":
                 return False
-            if current.state == "pending" and (
+            if current.state in ("pending", *LEFT) and (
                 _aware(current.updated_at) > now - CONFIRMATION_RESEND_AFTER
             ):
                 return False
+            if current.state in LEFT:
+                # Consent sticks: the row stays as it is until its own confirm link is used.
+                conn.execute(update(subscribers).where(subscribers.c.email == key)
+                             .values(updated_at=now))
+                return True
             conn.execute(
                 update(subscribers).where(subscribers.c.email == key)
                 .values(state="pending", updated_at=now, name=name or current.name)
@@ -302,8 +307,28 @@ class Subscribers:
         return self._transition(email, ("pending", "active", "bounced"), "unsubscribed")
 
     def confirm(self, email: str) -> bool:
-        """pending -> active; True when that happened."""
-        return self._transition(email, ("pending",), "active")
+        """pending -> active, or back from unsubscribed/bounced when the address asked again
+        (a web request after it left); True when that happened."""
+        if self._transition(email, ("pending",), "active"):
+            return True
+        return self._rejoin(email)
+
+    def _rejoin(self, email: str) -> bool:
+        """A left address asked again with the form since it left: its confirm link brings it
+        back. An old link from before it left changes nothing."""
+        key = self._key(email)
+        if key is None or self._missing:
+            return False
+        now = self._now()
+        left_at = func.coalesce(subscribers.c.unsubscribed_at, subscribers.c.bounced_at)
+        with self.engine.begin() as conn:
+            return conn.execute(
+                update(subscribers)
+                .where((subscribers.c.email == key) & subscribers.c.state.in_(LEFT)
+                       & (subscribers.c.updated_at > left_at))
+                .values(state="active", updated_at=now, soft_bounces=0, hard_bounces=0,
+                        **_stamps("active", now))
+            ).rowcount == 1
 
     def remove(self, email: str, *, purge: bool = False) -> bool:
         """Unsubscribe (keeping the row as a do-not-mail marker), or delete it with `purge`.

@@ -257,3 +257,25 @@ def test_iter_active_streams_instead_of_loading_the_list(tmp_path):
     ledger.close()
     assert count == len(everyone) == 10_000
     assert streamed * 10 < loaded, (streamed, loaded)
+
+
+def test_a_web_request_never_moves_a_left_address_back_to_pending(tmp_path):
+    """Consent sticks: only the address's own confirm link, after a new request, brings it
+    back; a link from before it left changes nothing."""
+    clock = [datetime(2026, 3, 1, tzinfo=UTC)]
+    ledger = Ledger(f"sqlite:///{tmp_path / 'l.sqlite3'}", clock=lambda: clock[0])
+    people = Subscribers(ledger)
+    try:
+        people.add("gone@example.org")
+        clock[0] += timedelta(hours=1)
+        people.unsubscribe("gone@example.org")
+        assert not people.confirm("gone@example.org")  # an old link: nothing changes
+        clock[0] += timedelta(hours=1)
+        assert people.request("gone@example.org")
+        assert people.get("gone@example.org").state == "unsubscribed"
+        assert not people.request("gone@example.org")  # not mailed again within minutes
+        clock[0] += timedelta(minutes=1)
+        assert people.confirm("gone@example.org")
+        assert people.get("gone@example.org").state == "active"
+    finally:
+        ledger.close()
