@@ -31,19 +31,19 @@ from email.utils import parseaddr
 from functools import cache
 from typing import Any
 
-from bot.channels import (
+from bot.channels import Channel
+from bot.config import Settings
+from bot.ledger import Delivery, Ledger, open_ledger
+from bot.message import (
     CannotReconcile,
-    Channel,
     ChannelError,
+    DeliveryKey,
     Message,
     PermanentError,
     Receipt,
     TransientError,
     UnknownOutcome,
 )
-from bot.config import Settings
-from bot.ledger import Delivery, Ledger, open_ledger
-from bot.message import DeliveryKey
 from bot.progress import ProgressBar
 from bot.render.email import PreparedEmail, Recipient, message_id_for
 from bot.retry import next_attempt

@@ -321,8 +321,10 @@ def test_twenty_five_briefs_fit_whole_under_gmail_clipping(settings, tmp_path):
     assert len(Page(html).all("img")) == 25
 
 
-def test_sixty_briefs_keep_the_footer(settings, tmp_path):
-    briefs = write_briefs(tmp_path / "briefs", 60)
+def capped_digest(settings, folder, count):
+    """`count` briefs' digest, delivered: under the size cap, footer and unsubscribe link kept
+    in both parts."""
+    briefs = write_briefs(folder, count)
     prepared = prepare_digest(settings, briefs, period_label="W48", now=NOW)
     assert prepared.html_bytes <= settings.config.email.max_html_bytes
     data, _, url = personalise(prepared)
@@ -330,6 +332,11 @@ def test_sixty_briefs_keep_the_footer(settings, tmp_path):
     page = Page(html)
     assert url in page.hrefs() and POSTAL in "".join(page.text)
     assert url in text and POSTAL in text
+    return briefs, html, page
+
+
+def test_sixty_briefs_keep_the_footer(settings, tmp_path):
+    _, html, page = capped_digest(settings, tmp_path / "briefs", 60)
     assert len(page.headings) + omitted_count(html) == 60
 
 
@@ -341,13 +348,7 @@ def omitted_count(html: str) -> int:
 def test_whole_cards_go_to_the_newest_briefs_first(settings, tmp_path):
     """Past the size cap the newest briefs stay whole cards, shown first; older ones become
     title-and-link rows after them, and what does not fit is counted, never dropped silently."""
-    briefs = write_briefs(tmp_path / "briefs", 120)
-    prepared = prepare_digest(settings, briefs, period_label="W48", now=NOW)
-    assert prepared.html_bytes <= settings.config.email.max_html_bytes
-    data, _, url = personalise(prepared)
-    text, html = bodies(parse(data))
-    page = Page(html)
-    assert url in page.hrefs() and POSTAL in "".join(page.text)
+    briefs, html, page = capped_digest(settings, tmp_path / "briefs", 120)
     by_title = {b.title: b for b in briefs}
     listed = [t for t in page.headings if t in by_title]
     whole = [t for t in listed if by_title[t].summary[:60] in html]
