@@ -17,10 +17,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, tzinfo
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import yaml
+
+if TYPE_CHECKING:
+    from bot.config import Settings
 
 BRIEF_SUFFIXES = {".md", ".markdown", ".txt"}
 ALIASES = {
@@ -142,6 +145,13 @@ class BriefReader:
         self.published_statuses = tuple(s.lower() for s in published_statuses)
         self._by_stat: dict[str, tuple[int, int, tuple[Brief | None, list[Problem]]]] = {}
         self._by_hash: dict[str, tuple[Brief | None, list[Problem]]] = {}
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> BriefReader:
+        cfg = settings.config.briefs
+        return cls(tz=settings.tz, max_bytes=cfg.max_file_bytes,
+                   required_sections=cfg.required_sections,
+                   published_statuses=cfg.published_statuses)
 
     def read(self, path: Path | str) -> tuple[Brief | None, list[Problem]]:
         """One file → a `Brief` (or None if unreadable) and its problems. Never raises."""

@@ -52,25 +52,19 @@ def _print_json(data: Any) -> None:
     sys.stdout.write("\n")
 
 
-def _table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+def _table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any]],
+           *, whole: Sequence[str] = ()) -> None:
+    """A table; the `whole` columns (ids, times, addresses) are never split mid-word."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(title=title, show_lines=False, header_style="bold")
     for column in columns:
-        table.add_column(column, overflow="fold")
+        table.add_column(column, overflow="fold", no_wrap=column in whole)
     for row in rows:
-        table.add_row(*("" if v is None else str(v) for v in row))
+        table.add_row(*("" if v is None else escape(str(v)) for v in row))
     Console(soft_wrap=False).print(table)
-
-
-def _reader(settings: Settings):
-    from bot.briefs import BriefReader
-
-    cfg = settings.config.briefs
-    return BriefReader(tz=settings.tz, max_bytes=cfg.max_file_bytes,
-                       required_sections=cfg.required_sections,
-                       published_statuses=cfg.published_statuses)
 
 
 # -- commands -------------------------------------------------------------------------------
@@ -78,7 +72,9 @@ def _reader(settings: Settings):
 
 def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
     paths = [Path(p) for p in args.paths] or settings.brief_folders
-    scan = _reader(settings).scan(paths)
+    from bot.briefs import BriefReader
+
+    scan = BriefReader.from_settings(settings).scan(paths)
     statuses = settings.config.briefs.published_statuses
     if args.json:
         _print_json([p.as_dict() for p in scan.problems])
@@ -98,29 +94,45 @@ def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
-    now = parse_now(args.now)
-    scan = _reader(settings).scan(settings.brief_folders)
+    from bot.plan import read_plan
+
+    plan, channel_issues = read_plan(settings, parse_now(args.now))
     statuses = settings.config.briefs.published_statuses
     rows = []
-    for brief in sorted(scan.briefs, key=lambda b: (b.published_at or now, b.id)):
+    for brief in plan.briefs:
         blockers = brief.blockers(statuses)
-        if not blockers and brief.published_at and brief.published_at > now:
-            verdict = "scheduled"
-        else:
-            verdict = "yes" if not blockers else "no: " + "; ".join(blockers)
+        state, reason = plan.brief_state(brief)
         rows.append({
             "id": brief.id, "title": brief.title, "status": brief.status,
             "published_at": brief.published_at.isoformat() if brief.published_at else None,
-            "publishable": not blockers, "why_not": blockers, "verdict": verdict,
+            "publishable": not blockers, "why_not": blockers, "state": state, "reason": reason,
+            "channels": {s.channel: {"state": s.state, "reason": s.reason}
+                         for s in plan.for_brief(brief.id)},
             "path": str(brief.path),
         })
+    for issue in channel_issues:
+        print(f"briefbot: {issue}", file=sys.stderr)
     if args.json:
         _print_json(rows)
-    else:
-        _table(None, ["id", "title", "status", "published", "publishable"],
-               [(r["id"], r["title"], r["status"], (r["published_at"] or "")[:16], r["verdict"])
-                for r in rows])
+        return EXIT_OK
+    tz = settings.tz
+    _table(None, ["id", "title", "published", *plan.channels],
+           [(brief.id, brief.title, _local(brief.published_at, tz),
+             *(_cell(step.state, step.reason) for step in plan.for_brief(brief.id)))
+            for brief in plan.briefs], whole=["id", "published"])
+    if not plan.briefs:
+        folders = ", ".join(map(str, settings.brief_folders))
+        print(f"no briefs in {folders}", file=sys.stderr)
     return EXIT_OK
+
+
+def _local(moment: datetime | None, tz: Any) -> str:
+    return f"{moment.astimezone(tz):%Y-%m-%d %H:%M%z}" if moment else ""
+
+
+def _cell(state: str, reason: str) -> str:
+    """A plan state for a table cell: the state, and for the ones that wait, why."""
+    return f"{state}: {reason}" if state in ("queued", "blocked", "unknown", "dead") else state
 
 
 def cmd_config(args: argparse.Namespace, settings: Settings) -> int:
@@ -324,7 +336,8 @@ def cmd_subscribers_list(args: argparse.Namespace, settings: Settings) -> int:
             return EXIT_OK
         rows = [(s.email, s.name, s.state, s.created_at.isoformat()[:16],
                  s.updated_at.isoformat()[:16]) for s in found]
-    _table(None, ["email", "name", "state", "added", "changed"], rows)
+    _table(None, ["email", "name", "state", "added", "changed"], rows,
+           whole=["email", "added", "changed"])
     counts = ", ".join(f"{n} {state}" for state, n in Counter(r[2] for r in rows).items())
     print(f"{len(rows)} subscribers" + (f": {counts}" if counts else ""), file=sys.stderr)
     return EXIT_OK

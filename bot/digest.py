@@ -18,6 +18,7 @@ from bot.config import ConfigError, Settings
 from bot.ledger import open_ledger
 from bot.mailing import SETTLED, DigestReport, deliver, domain, mail, personalise, recipient_rows
 from bot.message import DeliveryKey
+from bot.plan import digest_briefs
 from bot.render.email import PreparedEmail, Recipient, prepare_digest
 from bot.subscribers import Subscribers
 from bot.timing import Period, parse_period
@@ -25,16 +26,8 @@ from bot.timing import Period, parse_period
 
 def period_briefs(settings: Settings, period: Period, now: datetime) -> list[Brief]:
     """Publishable briefs whose publish time falls in the period (and has come)."""
-    cfg = settings.config.briefs
-    reader = BriefReader(tz=settings.tz, max_bytes=cfg.max_file_bytes,
-                         required_sections=cfg.required_sections,
-                         published_statuses=cfg.published_statuses)
-    scan = reader.scan(settings.brief_folders)
-    return sorted(
-        (b for b in scan.briefs if b.is_publishable(cfg.published_statuses)
-         and b.published_at and period.contains(b.published_at) and b.published_at <= now),
-        key=lambda b: (b.published_at, b.id),
-    )
+    scan = BriefReader.from_settings(settings).scan(settings.brief_folders)
+    return digest_briefs(scan.briefs, period, now, settings.config.briefs.published_statuses)
 
 
 def digest_channels(settings: Settings, name: str | None = None, *,

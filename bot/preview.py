@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
 from bot.briefs import Brief, BriefReader, Problem, brief_files
-from bot.channels import Channel, Message, open_channel
+from bot.channels import Channel, Message
 from bot.config import Settings
 from bot.images import (
     BLUESKY_MAX_BYTES,
@@ -42,8 +42,9 @@ from bot.images import (
     ImageError,
     ProcessedImage,
 )
-from bot.ledger import Delivery, Ledger
+from bot.ledger import Ledger
 from bot.message import DeliveryKey
+from bot.plan import DigestStep, Plan, Step, make_plan, open_for_planning, plan_digest
 from bot.redaction import redact
 from bot.render.media import ImageMemo, images_once, prepare_image
 
@@ -68,7 +69,6 @@ EXTENSIONS = {"image/jpeg": "jpg", "image/png": "png", "image/gif": "gif", "imag
 CSP = ("default-src 'none'; img-src 'self' data:; style-src 'unsafe-inline'; frame-src 'self'; "
        "base-uri 'none'; form-action 'none'")
 # A brief's states on one channel, most urgent first: a brief shows the first of its channels'.
-STATES = ("due", "queued", "in-flight", "unknown", "dead", "scheduled", "skipped", "sent")
 _MISSING_IMAGE = "hero image left out:"
 _CUTS = ("dropped hashtag ", "dropped extra text", "shortened title", "dropped title")
 _PICTURE_NAME = re.compile(r"[0-9a-f]{20}\.(?:jpg|png|gif|webp|bin)")
@@ -269,25 +269,22 @@ class _Builder:
 
     def build(self) -> Gallery:
         started = time.perf_counter()
-        cfg = self.settings.config.briefs
-        reader = BriefReader(tz=self.settings.tz, max_bytes=cfg.max_file_bytes,
-                             required_sections=cfg.required_sections,
-                             published_statuses=cfg.published_statuses)
-        scan = reader.scan(self.settings.brief_folders)
-        channels, channel_issues = self._open_channels()
+        scan = BriefReader.from_settings(self.settings).scan(self.settings.brief_folders)
+        channels, issues = open_for_planning(self.settings)
         ledger = Ledger(self.settings.database_url, lease=self.settings.config.publish.lease,
                         readonly=True)
         try:
-            rows = {name: ledger.for_channel(name, "brief:") for name in channels}
+            plan = make_plan(self.settings, ledger, channels, self.now, scan)
+            digests = plan_digest(self.settings, ledger, scan.briefs, self.now)
             briefs = sorted(scan.briefs, key=lambda b: (
                 -(b.published_at.timestamp() if b.published_at else float("inf")), b.id))
             entries = []
             with images_once(self.memo):
                 for brief in briefs:
-                    entry = self._entry(brief, channels, rows)
+                    entry = self._entry(brief, channels, plan)
                     if entry is not None:
                         entries.append(entry)
-                digest, digest_note = self._digest(scan.briefs, channels, ledger)
+                digest, digest_note = self._digest(channels, *digests)
         finally:
             ledger.close()
             for channel in channels.values():
@@ -297,29 +294,14 @@ class _Builder:
         return Gallery(
             settings=self.settings, now=self.now, include_drafts=self.include_drafts,
             channels=list(channels), entries=entries, digest=digest, digest_note=digest_note,
-            channel_issues=channel_issues, unreadable=unreadable, pictures=self.pictures,
-            seconds=time.perf_counter() - started, valid_until=self._valid_until(scan.briefs),
+            channel_issues=[Issue("error", text) for text in issues], unreadable=unreadable,
+            pictures=self.pictures, seconds=time.perf_counter() - started,
+            valid_until=self._valid_until(scan.briefs),
         )
-
-    def _open_channels(self) -> tuple[dict[str, Channel], list[Issue]]:
-        """Every enabled channel; one that cannot be set up is reported, not fatal."""
-        channels: dict[str, Channel] = {}
-        issues: list[Issue] = []
-        for name, config in self.settings.config.channels.items():
-            if not config.enabled:
-                continue
-            try:
-                channels[name] = open_channel(name, config, self.settings, dry_run=True)
-            except Exception as error:  # noqa: BLE001 - a channel that cannot start is shown
-                issues.append(Issue("error", f"channel {name!r} cannot be set up: "
-                                    f"{redact(str(error))}; fix [channels.{name}] in the "
-                                    "configuration"))
-        return channels, issues
 
     # -- briefs ------------------------------------------------------------------------------
 
-    def _entry(self, brief: Brief, channels: dict[str, Channel],
-               rows: dict[str, dict[str, Delivery]]) -> Entry | None:
+    def _entry(self, brief: Brief, channels: dict[str, Channel], plan: Plan) -> Entry | None:
         draft = (brief.status or "").lower() not in self.statuses
         if draft and not self.include_drafts:
             return None
@@ -335,56 +317,21 @@ class _Builder:
         for problem in brief.problems:
             where = f"line {problem.line}: " if problem.line else ""
             issues.append(Issue(problem.severity, f"{where}{problem.message}"))
-        base = State("draft", "drafts are previewed, never published") if draft else (
-            State("blocked", "; ".join(blockers)) if blockers else None)
-        cards = []
-        for channel in channels.values():
-            if channel.posts_briefs:
-                state = self._delivery_state(brief, channel, rows[channel.name].get(
-                    f"brief:{brief.id}"), base)
-                cards.append(self._card(brief, channel, state))
-        if base is None:
-            found = [card.state for card in cards] or [self._timing(brief)]
-            base = min(found, key=lambda s: STATES.index(s.name) if s.name in STATES else -1)
-        return Entry(brief, self._anchor(brief.id), base, issues, cards)
+        cards = [self._card(brief, channels[step.channel], self._state(step))
+                 for step in plan.for_brief(brief.id) if step.state != "not-posted"]
+        state, reason = plan.brief_state(brief)
+        if draft:
+            state, reason = "draft", "drafts are previewed, never published"
+        return Entry(brief, self._anchor(brief.id), State(state, reason), issues, cards)
 
-    def _timing(self, brief: Brief) -> State:
-        if brief.published_at and brief.published_at > self.now:
-            when = brief.published_at.astimezone(self.settings.tz)
-            return State("scheduled", f"goes out after {when:%Y-%m-%d %H:%M %Z}")
-        window = self.settings.config.publish.backfill
-        if window != "all" and brief.published_at and brief.published_at < self.now - window:
-            return State("skipped", "published before the backfill window: it will be "
-                         "recorded as skipped, not sent")
-        return State("due", "goes out on the next run")
-
-    def _delivery_state(self, brief: Brief, channel: Channel, row: Delivery | None,
-                        base: State | None) -> State:
-        if row is None:
-            return base or self._timing(brief)
-        error = redact(row.last_error or "")
-        if row.state == "sent":
-            when = row.sent_at.astimezone(self.settings.tz) if row.sent_at else None
-            return State("sent", f"sent {when:%Y-%m-%d %H:%M %Z}" if when else "sent",
-                         row.remote_url if _is_web(row.remote_url) else None)
-        if row.state == "failed":
-            if row.next_attempt_at and row.next_attempt_at > self.now:
-                at = row.next_attempt_at.astimezone(self.settings.tz)
-                return State("queued", f"retry {row.attempts + 1} at {at:%Y-%m-%d %H:%M %Z} "
-                             f"after: {error}")
-            return State("due", f"retry due after: {error}")
-        if row.state == "claimed":
-            return State("in-flight", "being sent by another worker right now")
-        if row.state == "unknown":
-            return State("unknown", "outcome unknown after a crash: `briefbot retry` to send "
-                         "it again or `briefbot skip` to drop it")
-        if row.state == "dead":
-            return State("dead", f"gave up: {error}; `briefbot retry` after fixing the cause")
-        return State("skipped", error or "skipped")
+    @staticmethod
+    def _state(step: Step) -> State:
+        url = step.row.remote_url if step.row and step.state in ("sent", "changed") else None
+        return State(step.state, step.reason, url if _is_web(url) else None)
 
     def _card(self, brief: Brief, channel: Channel, state: State) -> Card:
         network = _network(channel)
-        if state.name in ("sent", "skipped", "in-flight"):
+        if state.name in ("sent", "changed", "skipped", "in-flight"):
             return Card("receipt", channel.name, network, state)
         key = DeliveryKey(f"brief:{brief.id}", channel.name)
         try:
@@ -519,52 +466,37 @@ class _Builder:
 
     # -- emails ------------------------------------------------------------------------------
 
-    def _digest(self, briefs: list[Brief], channels: dict[str, Channel],
-                ledger: Ledger) -> tuple[Card | None, str]:
+    def _digest(self, channels: dict[str, Channel], collecting: DigestStep,
+                closed: DigestStep) -> tuple[Card | None, str]:
+        """The digest still to go: the closed period if it has not gone out in full, else
+        the one being collected. The note tells both."""
         from bot.render.email import prepare_digest
-        from bot.timing import period_for
 
         senders = [name for name, channel in channels.items() if channel.sends_digest]
         if not senders:
             return None, ("No enabled channel sends the digest (add an smtp or outbox channel "
                           "to the configuration to have one).")
-        email = self.settings.config.email
-        period = period_for(self.now, self.settings.tz, email.period_days)
-        chosen = sorted((b for b in briefs if b.is_publishable(self.statuses) and b.published_at
-                         and period.contains(b.published_at) and b.published_at <= self.now),
-                        key=lambda b: (b.published_at, b.id))
-        label = period.describe()
-        if not chosen:
-            return None, f"No publishable briefs in {label}: no digest would be sent."
-        campaign = f"digest:{period.label}"
-        state = self._digest_state(campaign, senders, ledger)
+        note = (f"Collecting {collecting.period.describe()}: {collecting.reason}. Last closed "
+                f"{closed.period.describe()}: {closed.state}, {closed.reason}.")
+        shown = closed if closed.state in ("due", "partial") else collecting
+        if not shown.briefs:
+            return None, note
+        state = State(shown.state, shown.reason)
         card = Card("email", ", ".join(senders), "email", state)
         try:
-            prepared = prepare_digest(self.settings, chosen, period_label=period.label,
-                                      now=self.now)
-            card.email = self._email(prepared, f"Digest {label}", card.issues, chosen)
+            prepared = prepare_digest(self.settings, shown.briefs,
+                                      period_label=shown.period.label, now=self.now)
+            card.email = self._email(prepared, f"Digest {shown.period.describe()}", card.issues,
+                                     shown.briefs)
         except Exception as error:  # noqa: BLE001 - a broken template is shown, not raised
             card.kind = "error"
             card.issues.append(Issue("error", f"cannot render the digest: {redact(str(error))}"))
-        left_out = [b.id for b in chosen if b.image and urlsplit(b.image).scheme != "https"]
+        left_out = [b.id for b in shown.briefs if b.image and urlsplit(b.image).scheme != "https"]
         if left_out:
             more = f" and {len(left_out) - 10} more" if len(left_out) > 10 else ""
             card.issues.append(Issue("warning", "emails show only https:// hero images; left "
                                      f"out for: {', '.join(left_out[:10])}{more}"))
-        return card, f"{len(chosen)} briefs in {label}, sent through {', '.join(senders)}."
-
-    def _digest_state(self, campaign: str, senders: list[str], ledger: Ledger) -> State:
-        sent = Counter(row.key.channel for row in ledger.deliveries(campaign_prefix=campaign)
-                       if row.key.campaign == campaign and row.key.recipient
-                       and row.state == "sent")
-        done = [name for name in senders
-                if (row := ledger.get(DeliveryKey(campaign, name))) and row.state == "sent"]
-        if done and len(done) == len(senders):
-            return State("sent", f"sent to {sum(sent.values())} subscribers")
-        if sum(sent.values()):
-            return State("in-flight", f"under way: {sum(sent.values())} subscribers reached")
-        schedule = self.settings.config.schedule.digest
-        return State("due", f"goes out at the next digest run ({schedule})")
+        return card, f"{note} Sent through {', '.join(senders)}."
 
     def _email(self, prepared: PreparedEmail, title: str, issues: list[Issue],
                briefs: list[Brief]) -> EmailView:

@@ -24,9 +24,10 @@ from bot.channels import (
     open_channels,
 )
 from bot.config import ConfigError, Settings
-from bot.ledger import Delivery, Ledger, open_ledger
+from bot.ledger import Ledger, open_ledger
 from bot.mailing import mail_brief
 from bot.message import DeliveryKey
+from bot.plan import Plan, Step, make_plan
 from bot.retry import next_attempt
 
 FAILED_STATES = {"failed", "dead", "unknown", "error"}
@@ -99,106 +100,61 @@ class Publisher:
         self.settings = settings
         self.ledger = ledger
         self.channels = channels
-        cfg = settings.config
-        self.reader = reader or BriefReader(
-            tz=settings.tz,
-            max_bytes=cfg.briefs.max_file_bytes,
-            required_sections=cfg.briefs.required_sections,
-            published_statuses=cfg.briefs.published_statuses,
-        )
+        self.reader = reader or BriefReader.from_settings(settings)
         self.should_stop = should_stop
         self.rng = rng
 
-    def due_briefs(self, now: datetime, report: RunReport) -> list[Brief]:
+    def plan(self, now: datetime) -> Plan:
         scan = self.reader.scan(self.settings.brief_folders)
-        report.problems.extend(p for p in scan.problems if p.severity == "error")
-        statuses = self.settings.config.briefs.published_statuses
-        due = [
-            b for b in scan.briefs
-            if b.is_publishable(statuses) and b.published_at and b.published_at <= now
-        ]
-        return sorted(due, key=lambda b: (b.published_at, b.id))
+        return make_plan(self.settings, self.ledger, self.channels, now, scan)
 
     def publish_due(self, now: datetime, *, dry_run: bool = False) -> RunReport:
         report = RunReport(now=now, dry_run=dry_run)
-        due = self.due_briefs(now, report)
         if not dry_run:
             self.ledger.expire_leases()
+        plan = self.plan(now)
+        report.problems.extend(plan.errors)
         for channel in self.channels.values():
-            if channel.posts_briefs:
-                self._publish_channel(channel, due, now, report, dry_run)
+            for step in plan.for_channel(channel.name):
+                self._carry_out(channel, step, now, report, dry_run)
         return report
 
-    def _before_backfill(self, brief: Brief, now: datetime) -> bool:
-        window = self.settings.config.publish.backfill
-        return window != "all" and brief.published_at is not None and (
-            brief.published_at < now - window
-        )
-
-    def _budget(self, channel: Channel) -> int:
-        publish = self.settings.config.publish
-        budget = channel.config.max_per_run or publish.max_per_run
-        gap = channel.config.min_gap if channel.config.min_gap is not None else publish.min_gap
-        if gap:
-            last = self.ledger.last_sent_at(channel.name)
-            if last and self.ledger.clock() - last < gap:
-                return 0
-            budget = 1
-        return budget
-
-    def _publish_channel(self, channel: Channel, due: list[Brief], now: datetime,
-                         report: RunReport, dry_run: bool) -> None:
-        rows = self.ledger.for_channel(channel.name, "brief:")
-        work: list[tuple[Brief, DeliveryKey, Delivery | None]] = []
-        for brief in due:
-            key = DeliveryKey(f"brief:{brief.id}", channel.name)
-            row = rows.get(key.campaign)
-            if row is None:
-                if self._before_backfill(brief, now):
-                    reason = "published before the backfill window when the bot first saw it"
-                    if not dry_run:
-                        self.ledger.mark_skipped(key, reason, content_hash=brief.content_hash)
-                    report.add(brief, channel, "skipped", reason)
-                    continue
-                work.append((brief, key, None))
-            elif row.state == "failed":
-                if row.next_attempt_at is None or row.next_attempt_at <= now:
-                    work.append((brief, key, row))
-                else:
-                    report.add(brief, channel, "queued",
-                               f"retry {row.attempts + 1} at {row.next_attempt_at:%Y-%m-%d %H:%M} "
-                               f"UTC after: {row.last_error}")
-            elif row.state == "unknown":
-                if channel.config.unknown_policy == "skip" and not channel.can_reconcile:
-                    report.add(brief, channel, "unknown",
-                               "outcome unknown after a crash; `briefbot retry` to resend or "
-                               "`briefbot skip` to drop it")
-                else:
-                    work.append((brief, key, row))
-        budget = len(work) if dry_run else self._budget(channel)
-        for index, (brief, key, row) in enumerate(work):
-            if index >= budget or self.should_stop():
-                report.add(brief, channel, "queued", "paced: waits for the next run")
-                continue
-            self._deliver(channel, brief, key, row, now, report, dry_run)
-
-    def _deliver(self, channel: Channel, brief: Brief, key: DeliveryKey, row: Delivery | None,
-                 now: datetime, report: RunReport, dry_run: bool) -> None:
-        if dry_run:
-            try:
-                message = channel.render(brief, key)
-            except Exception as error:  # noqa: BLE001 - one broken brief must not stop a run
-                report.add(brief, channel, "error", f"cannot render: {error}")
-                return
-            report.add(brief, channel, "would-send", message.text, message=message)
-            return
-
-        if row is None:
-            claimed = self.ledger.claim(key, content_hash=brief.content_hash)
-        elif row.state == "failed":
-            claimed = self.ledger.reclaim(key, from_states=["failed"], due_by=now)
+    def _carry_out(self, channel: Channel, step: Step, now: datetime, report: RunReport,
+                   dry_run: bool) -> None:
+        brief = step.brief
+        if step.action == "skip":
+            if not dry_run:
+                self.ledger.mark_skipped(step.key, step.reason, content_hash=brief.content_hash)
+            report.add(brief, channel, "skipped", step.reason)
+        elif step.state in ("queued", "unknown"):
+            report.add(brief, channel, step.state, step.reason)
+        elif step.action is None:
+            return  # sent, scheduled, draft…: nothing for this run to do or say
+        elif self.should_stop():
+            report.add(brief, channel, "queued", "stopping: waits for the next run")
+        elif dry_run:
+            self._rehearse(channel, step, report)
         else:
-            claimed = self.ledger.reclaim(key, from_states=["unknown"])
+            self._deliver(channel, step, now, report)
+
+    def _rehearse(self, channel: Channel, step: Step, report: RunReport) -> None:
+        try:
+            message = channel.render(step.brief, step.key)
+        except Exception as error:  # noqa: BLE001 - one broken brief must not stop a run
+            report.add(step.brief, channel, "error", f"cannot render: {error}")
+            return
+        report.add(step.brief, channel, "would-send", message.text, message=message)
+
+    def _deliver(self, channel: Channel, step: Step, now: datetime, report: RunReport) -> None:
+        brief, key, row = step.brief, step.key, step.row
+        content_hash = brief.content_hash
+        if step.action == "send":
+            claimed = self.ledger.claim(key, content_hash=content_hash)
+        elif step.action == "retry":
+            claimed = self.ledger.reclaim(key, from_states=["failed"], due_by=now,
+                                          content_hash=content_hash)
+        else:
+            claimed = self.ledger.reclaim(key, from_states=["unknown"], content_hash=content_hash)
         if not claimed:
             return  # another worker has it: its outcome is its own to report
         attempts = (row.attempts if row else 0) + 1
@@ -211,7 +167,7 @@ class Publisher:
             report.add(brief, channel, "dead", detail)
             return
 
-        if row is not None and row.state == "unknown":
+        if step.action == "settle":
             try:
                 receipt = channel.reconcile(message)
             except CannotReconcile as error:

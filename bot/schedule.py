@@ -188,10 +188,7 @@ class Daemon:
         from bot.briefs import BriefReader
         from bot.render.templates import _environment
 
-        cfg = self.settings.config.briefs
-        self.publisher.reader = BriefReader(
-            tz=self.settings.tz, max_bytes=cfg.max_file_bytes,
-            required_sections=cfg.required_sections, published_statuses=cfg.published_statuses)
+        self.publisher.reader = BriefReader.from_settings(self.settings)
         _environment.cache_clear()
         log.info("reloaded briefs and templates (configuration changes need a restart)")
 

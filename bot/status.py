@@ -10,8 +10,11 @@ from typing import Any
 from bot.briefs import BriefReader
 from bot.config import Settings
 from bot.ledger import Delivery, Ledger
+from bot.plan import make_plan, open_for_planning, plan_digest
 
 ATTENTION = ("unknown", "dead", "claimed", "failed")
+#: Plan states listed under "Queued": what goes out now, later, or after its publish time.
+WAITING = ("due", "queued", "scheduled")
 # A daemon refreshes its heartbeat every 15 seconds; silence for longer than this means stopped.
 ALIVE_WITHIN = timedelta(seconds=60)
 # Emails have a row per recipient: `status` counts them per campaign and lists only this many.
@@ -19,57 +22,29 @@ MAX_RECIPIENT_ROWS = 50
 
 
 def collect_status(settings: Settings, now: datetime) -> dict[str, Any]:
-    cfg = settings.config
+    channels, channel_issues = open_for_planning(settings)
     ledger = Ledger(settings.database_url, readonly=True)
     try:
         counts = ledger.counts()
         rows, mailings, recipient_attention = _split_recipients(ledger.deliveries())
         jobs = ledger.jobs()
         beats = ledger.heartbeats()
+        scan = BriefReader.from_settings(settings).scan(settings.brief_folders)
+        plan = make_plan(settings, ledger, channels, now, scan)
+        digest = [d.as_dict() for d in plan_digest(settings, ledger, scan.briefs, now)] if any(
+            c.sends_digest for c in channels.values()) else []
+        wall = ledger.clock()
     finally:
         ledger.close()
-    reader = BriefReader(tz=settings.tz, max_bytes=cfg.briefs.max_file_bytes,
-                         required_sections=cfg.briefs.required_sections,
-                         published_statuses=cfg.briefs.published_statuses)
-    briefs = {b.id: b for b in reader.scan(settings.brief_folders).briefs}
-    by_key = {(r.key.campaign, r.key.channel, r.key.recipient): r for r in rows}
+        for channel in channels.values():
+            channel.close()
 
     attention = sorted(
         [*(r for r in rows if r.state in ATTENTION), *recipient_attention],
         key=lambda r: (ATTENTION.index(r.state), r.updated_at),
     )
-    changed = []
-    skipped = []
-    for row in rows:
-        brief = briefs.get(row.key.campaign.removeprefix("brief:"))
-        if row.state == "sent" and brief and row.content_hash and (
-            row.content_hash != brief.content_hash
-        ):
-            changed.append({**row.as_dict(), "note": "brief edited since it was sent; "
-                            "not re-posted"})
-        if row.state == "skipped":
-            skipped.append(row.as_dict())
-
-    queued = []
-    statuses = cfg.briefs.published_statuses
-    for brief in sorted(briefs.values(), key=lambda b: (b.published_at or now, b.id)):
-        if not brief.is_publishable(statuses) or not brief.published_at:
-            continue
-        for name, channel in cfg.channels.items():
-            if not channel.enabled:
-                continue
-            row = by_key.get((f"brief:{brief.id}", name, ""))
-            if row is None or row.state == "failed":
-                queued.append({
-                    "key": f"brief:{brief.id}|{name}",
-                    "brief": brief.id,
-                    "channel": name,
-                    "published_at": brief.published_at.isoformat(),
-                    "due": brief.published_at <= now,
-                    "next_attempt_at": row.next_attempt_at.isoformat()
-                    if row and row.next_attempt_at else None,
-                })
-    wall = ledger.clock()
+    steps = plan.as_dicts()
+    waiting = [s for s in steps if s["state"] in WAITING]
     instances = [
         {**{k: v.isoformat() if isinstance(v, datetime) else v for k, v in beat.items()},
          "running": beat["stopped_at"] is None and wall - beat["seen_at"] <= ALIVE_WITHIN}
@@ -87,20 +62,26 @@ def collect_status(settings: Settings, now: datetime) -> dict[str, Any]:
     return {
         "now": now.isoformat(),
         "daemon": daemon,
-        "database": ledger.url if "@" not in ledger.url else "(redacted)",
+        "database": ledger.url if "@" not in ledger.url and "password" not in ledger.url.lower()
+        else "(redacted)",
+        "channel_issues": channel_issues,
         "counts": {state: counts.get(state, 0) for state in
-                   ("sent", "queued", "failed", "dead", "unknown", "claimed", "skipped")}
-        | {"queued": len(queued)},
+                   ("sent", "failed", "dead", "unknown", "claimed", "skipped")}
+        | {state: sum(1 for s in waiting if s["state"] == state) for state in WAITING},
         "attention": [r.as_dict() for r in attention],
         "mailings": mailings,
-        "queued": queued,
-        "changed_since_sent": changed,
-        "skipped": skipped,
+        "digest": digest,
+        "queued": waiting,
+        "changed_since_sent": [s for s in steps if s["state"] == "changed"],
+        "skipped": [r.as_dict() for r in rows if r.state == "skipped"]
+        + [s for s in steps if s["action"] == "skip"],
+        "plan": steps,
     }
 
 
 def print_status(status: dict[str, Any]) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     console = Console()
@@ -126,9 +107,13 @@ def print_status(status: dict[str, Any]) -> None:
     show("Needs attention", status["attention"], ["state", "key", "attempts", "last_error"])
     show("Mailings (one delivery per recipient)", status.get("mailings", []),
          ["campaign", "channel", "recipients", *ATTENTION, "sent", "skipped"])
-    show("Queued", status["queued"], ["key", "published_at", "due", "next_attempt_at"])
-    show("Changed since sent", status["changed_since_sent"], ["key", "sent_at", "note"])
-    show("Skipped", status["skipped"], ["key", "last_error"])
+    show("Digest", status["digest"], ["period", "state", "reason"])
+    show("Queued", status["queued"], ["key", "state", "reason"])
+    show("Changed since sent", status["changed_since_sent"], ["key", "sent_at", "reason"])
+    show("Skipped", [{**row, "reason": row.get("reason") or row.get("last_error")}
+                     for row in status["skipped"]], ["key", "reason"])
+    for issue in status["channel_issues"]:
+        console.print(f"[red]{escape(issue)}[/red]")
     if not status["attention"] and not status["queued"]:
         console.print("nothing needs attention and nothing is queued")
 

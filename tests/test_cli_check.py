@@ -55,8 +55,9 @@ def test_list_shows_publishable_or_why_not(project):
     shutil.copy(SAMPLE, project.briefs)
     rows = {r["id"]: r for r in json.loads(
         project.cli("list", "--json", "--now", "2026-11-28T00:00:00Z", check=True).stdout)}
-    assert rows["ready"]["verdict"] == "yes"
-    assert rows["later"]["verdict"] == "scheduled"
+    assert rows["ready"]["state"] == "due"
+    assert rows["ready"]["channels"]["outbox"]["state"] == "due"
+    assert rows["later"]["state"] == "scheduled"
     assert rows["000_abc272253b24f11a"]["publishable"] is False
     assert any("draft" in reason for reason in rows["000_abc272253b24f11a"]["why_not"])
     table = project.cli("list", "--now", "2026-11-28T00:00:00Z", check=True).stdout
