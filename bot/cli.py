@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bot.channels import check_channels
 from bot.config import ConfigError, Settings, load_settings
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -530,6 +531,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     try:
         settings = load_settings(args.config)
+        check_channels(settings)
         return args.handler(args, settings)
     except UsageError as error:
         print(f"briefbot: {error}", file=sys.stderr)

@@ -198,14 +198,20 @@ class Settings:
         return data
 
 
+def config_source(settings: Settings) -> str:
+    """How error messages name the configuration: its file."""
+    return str(settings.path) if settings.path else "the configuration"
+
+
 def redact_url(url: str) -> str:
     return re.sub(r"(//[^:/@]+:)[^@]*@", r"\1***@", url)
 
 
-def _format_errors(source: str, error: ValidationError) -> str:
+def format_errors(source: str, error: ValidationError, prefix: tuple[str, ...] = ()) -> str:
+    """One line per problem: the file, the dotted key (under `prefix`), what is expected."""
     lines = []
     for item in error.errors():
-        key = ".".join(str(part) for part in item["loc"])
+        key = ".".join(str(part) for part in (*prefix, *item["loc"]))
         kind = item["type"]
         if not key:
             lines.append(f"{source}: {item['msg'].removeprefix('Value error, ')}")
@@ -213,10 +219,15 @@ def _format_errors(source: str, error: ValidationError) -> str:
             lines.append(f"{source}: unknown key `{key}`; remove it or check its spelling")
         elif kind == "missing":
             lines.append(f"{source}: `{key}` is required")
+        elif key.endswith("_env") and kind == "string_pattern_mismatch":
+            # Never echo it: a secret's value pasted where its variable's name belongs.
+            lines.append(f"{source}: `{key}` names an environment variable, such as "
+                         '"SMTP_PASSWORD"; write the name there and export the value')
         else:
             got = item.get("input")
             message = item["msg"].removeprefix("Value error, ")
-            lines.append(f"{source}: `{key}`: {message} (got {got!r})")
+            shown = "" if isinstance(got, dict) or "got " in message else f" (got {got!r})"
+            lines.append(f"{source}: `{key}`: {message}{shown}")
     return "\n".join(lines)
 
 
@@ -239,21 +250,29 @@ def parse_config(data: dict[str, Any], source: str = DEFAULT_CONFIG) -> Config:
     try:
         return Config.model_validate(data)
     except ValidationError as error:
-        raise ConfigError(_format_errors(source, error)) from None
+        raise ConfigError(format_errors(source, error)) from None
 
 
 def load_settings(path: str | Path | None = None) -> Settings:
-    """Load `path`, else `$BRIEFBOT_CONFIG`, else `./config.toml`, else built-in defaults."""
+    """Load `path`, else `$BRIEFBOT_CONFIG`, else `./config.toml`. With none of them there is
+    nothing to run: built-in defaults have no channel, so running on them would do nothing."""
     chosen = path or os.environ.get("BRIEFBOT_CONFIG")
     candidate = Path(chosen) if chosen else Path(DEFAULT_CONFIG)
     if not candidate.exists():
         if chosen:
-            raise ConfigError(f"{candidate}: no such configuration file")
-        return Settings(Config(), None)
+            how = "--config" if path else "$BRIEFBOT_CONFIG"
+            raise ConfigError(f"{candidate}: no such configuration file (from {how})")
+        raise ConfigError(f"no configuration: no --config, no $BRIEFBOT_CONFIG and no "
+                          f"{DEFAULT_CONFIG} in {Path.cwd()}; run briefbot from the folder "
+                          f"that holds {DEFAULT_CONFIG}, or give --config PATH")
+    if not candidate.is_file():
+        raise ConfigError(f"{candidate}: not a file; give the path of a TOML configuration")
     try:
         data = tomllib.loads(candidate.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
         raise ConfigError(f"{candidate}: not valid TOML: {error}") from None
+    except OSError as error:
+        raise ConfigError(f"{candidate}: cannot read it ({error.strerror})") from None
     _load_dotenv(candidate.parent)
     return Settings(parse_config(data, str(candidate)), candidate.resolve())
 

@@ -13,7 +13,13 @@ from datetime import datetime
 from email.utils import make_msgid
 
 from bot.briefs import Brief, BriefReader
-from bot.channels import Channel, ChannelError, PermanentError, open_channels
+from bot.channels import (
+    Channel,
+    ChannelError,
+    PermanentError,
+    missing_credentials,
+    open_channels,
+)
 from bot.config import ConfigError, Settings
 from bot.ledger import open_ledger
 from bot.mailing import SETTLED, DigestReport, deliver, domain, mail, personalise, recipient_rows
@@ -41,6 +47,11 @@ def digest_channels(settings: Settings, name: str | None = None, *,
     if not chosen:
         raise ConfigError('no enabled channel sends the digest: add [channels.email] with '
                           'type = "smtp" (or "outbox") to the configuration')
+    unset = [] if dry_run else missing_credentials(settings, list(chosen))
+    if unset:
+        for channel in channels.values():
+            channel.close()
+        raise ConfigError("\n".join(unset))
     return chosen
 
 

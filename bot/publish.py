@@ -21,6 +21,7 @@ from bot.channels import (
     PermanentError,
     TransientError,
     UnknownOutcome,
+    missing_credentials,
     open_channels,
 )
 from bot.config import ConfigError, Settings
@@ -220,10 +221,10 @@ class Publisher:
                    f"{retry_at:%Y-%m-%d %H:%M:%S} UTC)")
 
 
-def check_can_publish(settings: Settings) -> None:
-    """A run with nowhere to read from or nothing to send to is a configuration error, not
-    "nothing to send"."""
-    source = str(settings.path) if settings.path else "the built-in configuration"
+def check_can_publish(settings: Settings, *, dry_run: bool = False) -> None:
+    """A run with nowhere to read from, nothing to send to, or a channel without its secret
+    is a configuration error, not "nothing to send"."""
+    source = str(settings.path) if settings.path else "the configuration"
     missing = [folder for folder in settings.brief_folders if not folder.exists()]
     if missing:
         raise ConfigError(f"{source}: briefs.folders: {', '.join(map(str, missing))} does not "
@@ -231,11 +232,14 @@ def check_can_publish(settings: Settings) -> None:
     if not any(c.enabled for c in settings.config.channels.values()):
         raise ConfigError(f"{source}: no enabled channel: add a [channels.NAME] table (for "
                           'example type = "outbox") or set enabled = true')
+    unset = [] if dry_run else missing_credentials(settings)
+    if unset:
+        raise ConfigError("\n".join(unset))
 
 
 def publish_due(settings: Settings, now: datetime, *, dry_run: bool = False) -> RunReport:
     """One publishing run with fresh connections: what `briefbot run --once` does."""
-    check_can_publish(settings)
+    check_can_publish(settings, dry_run=dry_run)
     ledger = open_ledger(settings, readonly=dry_run)
     channels = open_channels(settings, dry_run=dry_run)
     try:

@@ -208,6 +208,9 @@ def run_daemon(settings: Settings) -> int:
     from apscheduler.schedulers.blocking import BlockingScheduler
     from apscheduler.triggers.interval import IntervalTrigger
 
+    from bot.publish import check_can_publish
+
+    check_can_publish(settings)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     logging.getLogger("apscheduler").setLevel(logging.WARNING)  # one line per run is ours
     daemon = Daemon(settings)

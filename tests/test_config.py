@@ -78,3 +78,70 @@ def test_briefbot_config_env_selects_the_file_and_bad_config_exits_2(project, tm
     bad = run_briefbot(tmp_path, project.env, "--config", str(other), "check")
     assert bad.returncode == 2
     assert "publish.max_per_run" in bad.stderr
+
+
+@pytest.mark.parametrize(("table", "expected"), [
+    ('[channels.bsky]\ntype = "bluesky"\nhndle = "a.example.org"\n',
+     ["`channels.bsky.handle` is required", "unknown key `channels.bsky.hndle`",
+      "bluesky channels take: characters_reserved_per_url, embed, handle"]),
+    ('[channels.x]\ntype = "x"\ntimeout = "soon"\n',
+     ["`channels.x.timeout`: Input should be a valid number"]),
+    ('[channels.m]\ntype = "mastodon"\ninstance = "https://m.example"\nvisibility = "everyone"\n',
+     ["`channels.m.visibility`: Input should be 'public', 'unlisted', 'private' or 'direct'"]),
+    ('[channels.o]\ntype = "outbox"\nposts = "yes"\n',
+     ["`channels.o.posts`: Input should be a valid boolean"]),
+    ('[channels.hook]\ntype = "webhook"\n',
+     ["`channels.hook`: set either `url` or `url_env`"]),
+])
+def test_channel_options_are_checked_on_load(project, table, expected):
+    project.write_config(channels=table)
+    for command in (["check"], ["list"], ["run", "--once", "--dry-run"], ["status"]):
+        result = project.cli(*command)
+        assert result.returncode == 2, (command, result.stderr)
+        assert str(project.config) in result.stderr
+        for text in expected:
+            assert text in result.stderr, (command, result.stderr)
+        assert "Traceback" not in result.stderr
+
+
+def test_a_secret_pasted_into_an_env_option_is_refused_without_echoing_it(project):
+    project.write_config(channels='[channels.m]\ntype = "mastodon"\n'
+                         'instance = "https://m.example"\ntoken_env = "s3cr3t-t0ken value"\n')
+    result = project.cli("check")
+    assert result.returncode == 2
+    assert "`channels.m.token_env` names an environment variable" in result.stderr
+    assert "s3cr3t" not in result.stderr + result.stdout
+
+
+def test_a_missing_credential_fails_the_start_and_burns_no_delivery(project):
+    from tests.conftest import write_brief
+
+    write_brief(project.briefs, "a.md")
+    project.write_config(channels='[channels.outbox]\ntype = "outbox"\n'
+                         '[channels.m]\ntype = "mastodon"\ninstance = "http://127.0.0.1:9"\n'
+                         'token_env = "BRIEFBOT_TEST_TOKEN"\n')
+    result = project.cli("run", "--once")
+    assert result.returncode == 2, result.stderr
+    assert ("`channels.m.token_env`: environment variable BRIEFBOT_TEST_TOKEN is not set; "
+            "export it, or set enabled = false") in result.stderr
+    assert project.cli("run", timeout=60).returncode == 2  # the daemon does not start either
+    status = json.loads(project.cli("status", "--json", check=True).stdout)
+    assert status["attention"] == [] and status["counts"]["dead"] == 0
+    assert project.outbox() == []
+    # A dry run needs no secret: it sends nothing.
+    assert project.cli("run", "--once", "--dry-run").returncode == 0
+
+
+def test_no_configuration_anywhere_exits_2_and_says_so(tmp_path):
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)}
+    result = subprocess.run([sys.executable, "-m", "bot", "run", "--once"], cwd=tmp_path,
+                            capture_output=True, text=True, env=env, timeout=60,
+                            stdin=subprocess.DEVNULL)
+    assert result.returncode == 2
+    assert "no --config, no $BRIEFBOT_CONFIG and no config.toml" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -92,7 +92,13 @@ def test_a_real_run_does_what_the_plan_said(project):
     before = json.loads(project.cli("status", "--json", "--now", NOW, check=True).stdout)
     planned = {(s["brief"], s["channel"]) for s in before["plan"]
                if s["state"] == "due" and s["channel"] == "outbox"}
-    project.cli("run", "--once", "--now", NOW)  # bsky's server is down: only the outbox sends
+    refused = project.cli("run", "--once", "--now", NOW)  # no Bluesky password: no start
+    assert refused.returncode == 2
+    assert "`channels.bsky.password_env`: environment variable BLUESKY_APP_PASSWORD is not " \
+        "set" in refused.stderr
+    assert project.outbox() == []
+    # bsky's server is down: only the outbox sends
+    project.cli("run", "--once", "--now", NOW, env={"BLUESKY_APP_PASSWORD": "app-password"})
     after = json.loads(project.cli("status", "--json", "--now", NOW, check=True).stdout)
     now_sent = {(s["brief"], s["channel"]) for s in after["plan"]
                 if s["state"] == "sent" and s["channel"] == "outbox"}

@@ -201,11 +201,14 @@ def test_an_unreachable_server_stops_the_run_rather_than_failing_a_recipient(tmp
 
 
 @pytest.mark.parametrize(("options", "expected"), [
-    ({"security": "ssl"}, "security must be one of starttls, tls, none"),
-    ({"hots": "mail.example.org"}, "unknown option 'hots'"),
+    ({"security": "ssl"}, "`channels.mail.security`: Input should be 'starttls', 'tls' or "
+     "'none'"),
+    ({"hots": "mail.example.org"}, "(?s)unknown key `channels.mail.hots`.*smtp channels take: "
+     "ca_file, connections"),
     ({"username_env": "SMTP_USER"}, "set both username_env and password_env"),
     ({"password_env": "hunter2 is my password"}, "names an environment variable"),
-    ({"connections": 0}, "connections must be a number from 1"),
+    ({"connections": 0}, "`channels.mail.connections`: Input should be greater than or "
+     "equal to 1"),
     ({"ca_file": "missing-ca.pem"}, "ca_file"),
 ])
 def test_bad_options_say_which_and_how_to_fix(tmp_path, options, expected):

@@ -5,6 +5,7 @@ imported only when a configured channel uses it, so `briefbot --help` loads no n
 
 from __future__ import annotations
 
+import os
 from importlib.metadata import entry_points
 
 from bot.channels.base import (
@@ -17,7 +18,8 @@ from bot.channels.base import (
     TransientError,
     UnknownOutcome,
 )
-from bot.config import ChannelConfig, ConfigError, Settings
+from bot.channels.options import BUILT_IN, Options, parse_options
+from bot.config import ChannelConfig, ConfigError, Settings, config_source
 
 GROUP = "briefbot.channels"
 
@@ -31,6 +33,8 @@ __all__ = [
     "TransientError",
     "UnknownOutcome",
     "available_types",
+    "check_channels",
+    "missing_credentials",
     "load_channel_class",
     "DryRunSend",
     "forbid_sending",
@@ -55,6 +59,50 @@ def load_channel_class(type_name: str) -> type[Channel]:
     if not (isinstance(cls, type) and issubclass(cls, Channel)):
         raise ConfigError(f"entry point {type_name!r} does not name a briefbot Channel class")
     return cls
+
+
+def options_schema(type_name: str) -> type[Options]:
+    """The adapter's option schema; built-in ones without importing the adapter."""
+    if type_name in BUILT_IN:
+        return BUILT_IN[type_name]
+    return load_channel_class(type_name).Options
+
+
+def _parse(name: str, config: ChannelConfig, settings: Settings) -> Options:
+    return parse_options(options_schema(config.type), name, config.options,
+                         config_source(settings))
+
+
+def check_channels(settings: Settings) -> None:
+    """Every channel's options, checked as the configuration loads: all problems at once.
+    A disabled channel of a type that is not installed is left alone."""
+    problems = []
+    for name, config in settings.config.channels.items():
+        if not config.enabled and config.type not in BUILT_IN:
+            continue
+        try:
+            _parse(name, config, settings)
+        except ConfigError as error:
+            problems.append(str(error))
+    if problems:
+        raise ConfigError("\n".join(problems))
+
+
+def missing_credentials(settings: Settings, names: list[str] | None = None) -> list[str]:
+    """What keeps the enabled channels (or the named ones) from sending: each unset
+    environment variable, named with its `channels.NAME.KEY`. Checked before a run starts,
+    so a missing secret fails the start instead of burning deliveries."""
+    found = []
+    for name, config in settings.config.channels.items():
+        if (names is not None and name not in names) or (names is None and not config.enabled):
+            continue
+        options = _parse(name, config, settings)
+        for key, variable in options.credentials().items():
+            if not os.environ.get(variable):
+                found.append(f"{config_source(settings)}: `channels.{name}.{key}`: environment "
+                             f"variable {variable} is not set; export it, or set enabled = "
+                             "false for this channel")
+    return found
 
 
 class DryRunSend(RuntimeError):

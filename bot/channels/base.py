@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, ClassVar
 
+from bot.channels.options import AnyOptions, Options, parse_options
 from bot.message import (  # noqa: F401  (re-exported: adapters import them from here)
     CannotReconcile,
     ChannelError,
@@ -35,11 +36,17 @@ class Channel:
     #: it out (`bot.mailing.mail_brief`) instead of calling `send` once.
     fans_out: ClassVar[bool] = False
 
+    #: The adapter's options as a typed schema, checked before the adapter sees them.
+    Options: ClassVar[type[Options]] = AnyOptions
+
     def __init__(self, name: str, config: ChannelConfig, settings: Settings):
+        from bot.config import config_source
+
         self.name = name
         self.config = config
         self.settings = settings
-        self.options = config.options
+        checked = parse_options(self.Options, name, config.options, config_source(settings))
+        self.options = checked.model_dump(exclude_unset=True)
 
     def render(self, brief: Brief, key: DeliveryKey) -> Message:
         raise NotImplementedError

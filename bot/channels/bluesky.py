@@ -34,7 +34,7 @@ from bot.channels.base import (
     Receipt,
     TransientError,
 )
-from bot.config import ConfigError
+from bot.channels.options import BlueskyOptions
 from bot.images import BLUESKY_MAX_BYTES, ProcessedImage
 from bot.render.media import with_hero_image
 from bot.render.post import render_post
@@ -44,7 +44,6 @@ log = logging.getLogger("briefbot.bluesky")
 POST = "app.bsky.feed.post"
 DEFAULT_SERVICE = "https://bsky.social"
 DEFAULT_PASSWORD_ENV = "BLUESKY_APP_PASSWORD"
-EMBED_MODES = ("auto", "image", "card")
 TID_ALPHABET = "234567abcdefghijklmnopqrstuvwxyz"
 _TOKEN_ERRORS = {"ExpiredToken", "InvalidToken"}
 
@@ -90,6 +89,7 @@ class BlueskyChannel(Channel):
     `embed`, `langs`, plus the post options `hashtags` and `utm`)."""
 
     type = "bluesky"
+    Options = BlueskyOptions
 
     def __init__(self, name, config, settings):
         super().__init__(name, config, settings)
@@ -100,16 +100,6 @@ class BlueskyChannel(Channel):
         self.timeout = float(self.options.get("timeout", 30))
         langs = self.options.get("langs") or []
         self.langs = [langs] if isinstance(langs, str) else [str(lang) for lang in langs]
-        if not self.handle:
-            raise ConfigError(
-                f"channels.{name}.handle is missing: set it to the Bluesky account's handle, "
-                'such as handle = "example.bsky.social"'
-            )
-        if self.embed not in EMBED_MODES:
-            raise ConfigError(
-                f"channels.{name}.embed must be one of {', '.join(EMBED_MODES)}, "
-                f"got {self.embed!r}"
-            )
         self.http = requests.Session()
         self.http.headers["User-Agent"] = "briefbot (Bluesky channel)"
         self._current: _Session | None = None

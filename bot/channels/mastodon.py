@@ -28,6 +28,7 @@ from bot.channels.base import (
     Receipt,
     TransientError,
 )
+from bot.channels.options import MastodonOptions
 from bot.config import ConfigError
 from bot.images import (
     MASTODON_DEFAULT_MAX_BYTES,
@@ -40,7 +41,6 @@ from bot.render.post import render_post
 log = logging.getLogger("briefbot.mastodon")
 
 DEFAULT_TOKEN_ENV = "MASTODON_TOKEN"
-VISIBILITIES = ("public", "unlisted", "private", "direct")
 NOT_PROCESSED = "not finished processing"
 ALT_TEXT_MAX = 1500
 RECENT_STATUSES = 40
@@ -60,20 +60,13 @@ class InstanceLimits:
 
 class MastodonChannel(Channel):
     type = "mastodon"
+    Options = MastodonOptions
 
     def __init__(self, name, config, settings):
         super().__init__(name, config, settings)
-        instance = str(self.options.get("instance") or "").strip().rstrip("/")
-        if not re.match(r"https?://[^/\s]+", instance):
-            raise ConfigError(
-                f"channels.{name}.instance: the Mastodon server's address is required, "
-                f'such as instance = "https://mastodon.social" (got {instance!r})')
-        self.instance = instance
+        self.instance = str(self.options["instance"]).strip().rstrip("/")
         self.token_env = str(self.options.get("token_env", DEFAULT_TOKEN_ENV))
         self.visibility = str(self.options.get("visibility", "public"))
-        if self.visibility not in VISIBILITIES:
-            raise ConfigError(f"channels.{name}.visibility: use one of "
-                              f"{', '.join(VISIBILITIES)} (got {self.visibility!r})")
         self.timeout = float(self.options.get("timeout", 30))
         self.media_wait = float(self.options.get("media_wait", 60))
         self.poll_interval = float(self.options.get("media_poll_interval", 1.0))

@@ -15,11 +15,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bot.channels.base import Channel, Message, PermanentError, Receipt
+from bot.channels.options import OutboxOptions
 from bot.render.post import render_post
 
 
 class OutboxChannel(Channel):
     type = "outbox"
+    Options = OutboxOptions
     sends_digest = True
 
     def __init__(self, *args, **kwargs):

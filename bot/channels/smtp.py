@@ -40,6 +40,7 @@ from bot.channels.base import (
     TransientError,
     UnknownOutcome,
 )
+from bot.channels.options import SmtpOptions
 from bot.config import ConfigError
 
 if TYPE_CHECKING:
@@ -48,10 +49,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("briefbot.smtp")
 
-SECURITY = ("starttls", "tls", "none")
 DEFAULT_PORTS = {"starttls": 587, "tls": 465, "none": 25}
-OPTIONS = {"host", "port", "security", "username_env", "password_env", "verify_certificates",
-           "ca_file", "connections", "max_rate", "timeout", "envelope_from"}
 _UNSAFE_ADDRESS = re.compile(r"[\s<>]|^$")
 
 
@@ -117,6 +115,7 @@ class SmtpChannel(Channel):
     """
 
     type = "smtp"
+    Options = SmtpOptions
     sends_digest: ClassVar[bool] = True
     fans_out: ClassVar[bool] = True
     posts_briefs: bool = False  # per instance: on when `email.single_brief_email` is
@@ -124,32 +123,17 @@ class SmtpChannel(Channel):
     def __init__(self, name, config, settings):
         super().__init__(name, config, settings)
         options = self.options
-        unknown = sorted(set(options) - OPTIONS)
-        if unknown:
-            raise ConfigError(f"channels.{name}: unknown option {unknown[0]!r}; the smtp "
-                              f"options are {', '.join(sorted(OPTIONS))}")
         self.posts_briefs = settings.config.email.single_brief_email
         self.host = str(options.get("host") or "localhost")
-        self.security = str(options.get("security", "starttls")).lower()
-        if self.security not in SECURITY:
-            raise ConfigError(f"channels.{name}.security must be one of {', '.join(SECURITY)}, "
-                              f"got {options.get('security')!r}")
-        self.port = _number(name, "port", options.get("port", DEFAULT_PORTS[self.security]),
-                            int, 1, 65535)
-        self.timeout = _number(name, "timeout", options.get("timeout", 60), float, 0.1, 3600)
-        self.connections = _number(name, "connections", options.get("connections", 1), int,
-                                   1, 64)
+        self.security = str(options.get("security", "starttls"))
+        self.port = int(options.get("port") or DEFAULT_PORTS[self.security])
+        self.timeout = float(options.get("timeout", 60))
+        self.connections = int(options.get("connections", 1))
         rate = options.get("max_rate")
-        self.max_rate = None if rate is None else _number(name, "max_rate", rate, float,
-                                                          0.001, 1e6)
-        self.username_env = _env_name(name, "username_env", options.get("username_env"))
-        self.password_env = _env_name(name, "password_env", options.get("password_env"))
-        if bool(self.username_env) != bool(self.password_env):
-            raise ConfigError(f"channels.{name}: set both username_env and password_env (the "
-                              "names of the variables holding the login), or neither")
+        self.max_rate = None if rate is None else float(rate)
+        self.username_env = options.get("username_env")
+        self.password_env = options.get("password_env")
         self.verify = options.get("verify_certificates", True)
-        if not isinstance(self.verify, bool):
-            raise ConfigError(f"channels.{name}.verify_certificates must be true or false")
         ca_file = options.get("ca_file")
         self.ca_file = settings.resolve(ca_file) if ca_file else None
         if self.ca_file is not None and not self.ca_file.is_file():
@@ -419,25 +403,3 @@ def _text(reply: Any) -> str:
     if isinstance(reply, bytes):
         reply = reply.decode("utf-8", "replace")
     return redaction.redact(" ".join(str(reply).split()))
-
-
-def _number(channel: str, option: str, value: Any, kind: type, low: float, high: float) -> Any:
-    try:
-        if isinstance(value, bool):
-            raise ValueError
-        number = kind(value)
-    except (TypeError, ValueError):
-        number = None
-    if number is None or not low <= number <= high:
-        raise ConfigError(f"channels.{channel}.{option} must be a number from {low:g} to "
-                          f"{high:g}, got {value!r}")
-    return number
-
-
-def _env_name(channel: str, option: str, value: Any) -> str | None:
-    if value in (None, ""):
-        return None
-    if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value):
-        raise ConfigError(f"channels.{channel}.{option} names an environment variable, such as "
-                          f'"SMTP_PASSWORD"; got {value!r}')
-    return value

@@ -31,27 +31,20 @@ from bot.channels.base import (
     TransientError,
     UnknownOutcome,
 )
+from bot.channels.options import WebhookOptions
 from bot.config import ConfigError
 from bot.render.post import render_post
-
-SHAPES = ("generic", "slack", "discord")
 
 
 class WebhookChannel(Channel):
     type = "webhook"
+    Options = WebhookOptions
 
     def __init__(self, name, config, settings):
         super().__init__(name, config, settings)
         self.url_option = self.options.get("url")
         self.url_env = self.options.get("url_env")
-        if bool(self.url_option) == bool(self.url_env):
-            raise ConfigError(
-                f"channels.{name}: set either `url` or `url_env` (the name of an environment "
-                "variable holding the URL, for URLs that are secret, such as Slack's)")
         self.shape = str(self.options.get("shape", "generic"))
-        if self.shape not in SHAPES:
-            raise ConfigError(f"channels.{name}.shape: use one of {', '.join(SHAPES)} "
-                              f"(got {self.shape!r})")
         self.secret_env = self.options.get("secret_env")
         self.timeout = float(self.options.get("timeout", 15))
         self._session: requests.Session | None = None

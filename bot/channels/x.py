@@ -28,6 +28,7 @@ from bot.channels.base import (
     Receipt,
     TransientError,
 )
+from bot.channels.options import XOptions
 from bot.config import ConfigError
 from bot.images import X_MAX_BYTES, X_MAX_SIDE
 from bot.render.media import with_hero_image
@@ -72,6 +73,7 @@ class _RebasedSession(requests.Session):
 
 class XChannel(Channel):
     type = "x"
+    Options = XOptions
 
     def __init__(self, name, config, settings):
         super().__init__(name, config, settings)
