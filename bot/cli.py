@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -18,6 +19,7 @@ from typing import Any
 
 from bot.channels import check_channels
 from bot.config import ConfigError, Settings, load_settings
+from bot.words import counted
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -90,7 +92,8 @@ def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
         print(f"{brief.path}: {verdict}")
     errors = sum(1 for p in scan.problems if p.severity == "error")
     warnings = len(scan.problems) - errors
-    print(f"{len(scan.briefs)} briefs read, {errors} errors, {warnings} warnings", file=sys.stderr)
+    print(f"{counted(len(scan.briefs), 'brief')} read, {counted(errors, 'error')}, "
+          f"{counted(warnings, 'warning')}", file=sys.stderr)
     return EXIT_FAILED if scan.has_errors else EXIT_OK
 
 
@@ -202,7 +205,7 @@ def cmd_retry(args: argparse.Namespace, settings: Settings) -> int:
         raise UsageError(str(error)) from None
     finally:
         ledger.close()
-    print(f"{count} deliveries queued to be sent on the next run")
+    print(f"{counted(count, 'delivery', 'deliveries')} queued to be sent on the next run")
     return EXIT_OK if count or not args.key else EXIT_FAILED
 
 
@@ -322,7 +325,7 @@ def cmd_subscribers_export(args: argparse.Namespace, settings: Settings) -> int:
             return EXIT_OK
         with open(args.file, "w", encoding="utf-8", newline="") as out:
             rows = subscribers.export_csv(out)
-    print(f"{rows} subscribers written to {args.file}", file=sys.stderr)
+    print(f"{counted(rows, 'subscriber')} written to {args.file}", file=sys.stderr)
     return EXIT_OK
 
 
@@ -340,7 +343,7 @@ def cmd_subscribers_list(args: argparse.Namespace, settings: Settings) -> int:
     _table(None, ["email", "name", "state", "added", "changed"], rows,
            whole=["email", "added", "changed"])
     counts = ", ".join(f"{n} {state}" for state, n in Counter(r[2] for r in rows).items())
-    print(f"{len(rows)} subscribers" + (f": {counts}" if counts else ""), file=sys.stderr)
+    print(counted(len(rows), "subscriber") + (f": {counts}" if counts else ""), file=sys.stderr)
     return EXIT_OK
 
 
@@ -429,7 +432,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("--now", metavar="ISO", help="pretend it is this time (default: now)")
 
-    command("config", cmd_config, "Print the effective configuration, secrets redacted.")
+    command("config", cmd_config, "Print the effective configuration, secrets redacted.",
+            "briefbot config --config /srv/briefbot/config.toml")
 
     p = command("run", cmd_run, "Publish what is due. Without --once, run the scheduler "
                 "(publish every few minutes, the digest weekly) until stopped.",
@@ -461,7 +465,11 @@ def build_parser() -> argparse.ArgumentParser:
     q = digest.add_parser("send", help="Send a period's digest to every active subscriber "
                           "(resumes where a stopped run left off; never mails anyone twice).",
                           description="Send a period's digest to every active subscriber. A run "
-                          "that stopped resumes at the next unsent recipient.")
+                          "that stopped resumes at the next unsent recipient.",
+                          epilog="Examples:\n  briefbot digest send --dry-run\n"
+                          "  briefbot digest send --to me@example.org\n"
+                          "  briefbot digest send --period 2026-W48",
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
     q.set_defaults(handler=cmd_digest_send)
     _config_option(q)
     q.add_argument("--period", metavar="LABEL", help="an ISO week such as 2026-W48 (default: "
@@ -482,27 +490,34 @@ def build_parser() -> argparse.ArgumentParser:
                 "  briefbot subscribers list --state active")
     actions = p.add_subparsers(dest="action", metavar="ACTION")
 
-    def action(name: str, handler: Callable[..., int], help_text: str) -> argparse.ArgumentParser:
-        q = actions.add_parser(name, help=help_text, description=help_text)
+    def action(name: str, handler: Callable[..., int], help_text: str,
+               example: str) -> argparse.ArgumentParser:
+        q = actions.add_parser(name, help=help_text, description=help_text,
+                               epilog=f"Example:\n  {example}",
+                               formatter_class=argparse.RawDescriptionHelpFormatter)
         q.set_defaults(handler=handler)
         _config_option(q)
         return q
 
-    q = action("add", cmd_subscribers_add, "Add an address (or re-add one that left).")
+    q = action("add", cmd_subscribers_add, "Add an address (or re-add one that left).",
+               "briefbot subscribers add ann@example.org --name Ann")
     q.add_argument("email")
     q.add_argument("--name", help="how to greet them")
     q.add_argument("--pending", action="store_true", help="add as pending (not yet confirmed)")
     q = action("remove", cmd_subscribers_remove, "Unsubscribe an address; the row stays, so "
-               "no import re-adds it.")
+               "no import re-adds it.", "briefbot subscribers remove ann@example.org")
     q.add_argument("email")
     q.add_argument("--purge", action="store_true",
                    help="delete the row instead (a later import may add the address again)")
     q = action("import", cmd_subscribers_import, "Import a CSV (email[,name][,state], header "
-               "optional): every row, or none if any row is rejected.")
+               "optional): every row, or none if any row is rejected.",
+               "briefbot subscribers import list.csv")
     q.add_argument("file", metavar="FILE.csv")
-    q = action("export", cmd_subscribers_export, "Write every subscriber, any state, as CSV.")
+    q = action("export", cmd_subscribers_export, "Write every subscriber, any state, as CSV.",
+               "briefbot subscribers export backup.csv")
     q.add_argument("file", nargs="?", metavar="FILE", help="default: standard output")
-    q = action("list", cmd_subscribers_list, "One row per subscriber.")
+    q = action("list", cmd_subscribers_list, "One row per subscriber.",
+               "briefbot subscribers list --state active --json")
     q.add_argument("--state", help="only this state: pending, active, unsubscribed or bounced")
     q.add_argument("--json", action="store_true", help="print JSON")
 
@@ -541,6 +556,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `briefbot config | head`: the reader left, nothing to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_FAILED
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ from pydantic import (
 )
 
 from bot.timing import (  # noqa: F401  (parse_duration is part of config's API)
+    format_duration,
     parse_digest_schedule,
     parse_duration,
     parse_publish_interval,
@@ -193,9 +194,18 @@ class Settings:
 
     def redacted(self) -> dict[str, Any]:
         """The effective configuration as plain data, safe to print."""
-        data = self.config.model_dump(mode="json")
+        data = _as_written(self.config.model_dump())
         data["state"]["database_url"] = redact_url(self.database_url)
         return data
+
+
+def _as_written(value: Any) -> Any:
+    """Plain data with durations as a user writes them (`12h`, not `PT12H`)."""
+    if isinstance(value, dict):
+        return {k: _as_written(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_as_written(v) for v in value]
+    return format_duration(value) if isinstance(value, timedelta) else value
 
 
 def config_source(settings: Settings) -> str:

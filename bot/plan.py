@@ -21,6 +21,7 @@ from bot.ledger import Delivery, Ledger
 from bot.message import DeliveryKey
 from bot.redaction import redact
 from bot.timing import Period, format_duration, period_containing, period_for
+from bot.words import counted
 
 #: Every state a step can be in, most urgent first (a brief shows its most urgent one).
 STATES = (
@@ -261,7 +262,7 @@ def plan_digest(settings: Settings, ledger: Ledger, briefs: Iterable[Brief],
     current = period_containing(now, tz, days)
     chosen = digest_briefs(briefs, current, now, statuses)
     collecting = DigestStep(current, chosen, "collecting",
-                            f"{len(chosen)} {plural(len(chosen), 'brief')} so far; goes out "
+                            f"{counted(len(chosen), 'brief')} so far; goes out "
                             f"at the first digest run ({schedule}) after it closes")
     closed = period_for(now, tz, days)
     return collecting, _closed_digest(ledger, closed,
@@ -277,8 +278,8 @@ def _closed_digest(ledger: Ledger, period: Period, briefs: list[Brief],
     reached = counts.get("sent", 0)
     tally = ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
     if row is not None and row.state == "sent":
-        return DigestStep(period, briefs, "sent", f"sent to {reached} "
-                          f"{plural(reached, 'subscriber')} ({tally or 'none'})", counts)
+        return DigestStep(period, briefs, "sent", f"sent to "
+                          f"{counted(reached, 'subscriber')} ({tally or 'none'})", counts)
     if row is not None and row.state == "skipped":
         return DigestStep(period, briefs, "skipped", row.last_error or "skipped", counts)
     if row is not None or counts:
@@ -289,10 +290,6 @@ def _closed_digest(ledger: Ledger, period: Period, briefs: list[Brief],
     return DigestStep(period, briefs, "due", f"not sent yet: the daemon sends it at its digest "
                       f"run ({schedule}); `briefbot digest send --period {period.label}` sends "
                       "it now")
-
-
-def plural(count: int, noun: str) -> str:
-    return noun if count == 1 else f"{noun}s"
 
 
 def read_plan(settings: Settings, now: datetime) -> tuple[Plan, list[str]]:

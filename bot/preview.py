@@ -47,6 +47,7 @@ from bot.message import DeliveryKey
 from bot.plan import DigestStep, Plan, Step, make_plan, open_for_planning, plan_digest
 from bot.redaction import redact
 from bot.render.media import ImageMemo, images_once, prepare_image
+from bot.words import counted
 
 if TYPE_CHECKING:
     from bot.render.mime import PreparedEmail
@@ -221,9 +222,9 @@ class Gallery:
         states = ", ".join(f"{n} {s}" for s, n in sorted(self.counts.items()))
         problems = sum(len(c.issues) for c in self.cards) + sum(len(e.issues)
                                                                   for e in self.entries)
-        return (f"{_plural(len(self.entries), 'brief')} ({states or 'none'}) on "
-                f"{_plural(len(self.channels), 'channel')}: {_plural(len(self.cards), 'message')}"
-                f", {_plural(problems, 'problem')} shown; built in {self.seconds:.1f} s, "
+        return (f"{counted(len(self.entries), 'brief')} ({states or 'none'}) on "
+                f"{counted(len(self.channels), 'channel')}: {counted(len(self.cards), 'message')}"
+                f", {counted(problems, 'problem')} shown; built in {self.seconds:.1f} s, "
                 "nothing sent")
 
     def html(self) -> str:
@@ -639,10 +640,6 @@ def _captioned(picture: Picture, caption: str) -> Picture:
 
 def _kind(mime: str) -> str:
     return EXTENSIONS.get(mime, mime).upper().replace("JPG", "JPEG")
-
-
-def _plural(count: int, noun: str) -> str:
-    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 def human_bytes(size: int) -> str:

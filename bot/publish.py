@@ -30,6 +30,7 @@ from bot.mailing import mail_brief
 from bot.message import DeliveryKey
 from bot.plan import Plan, Step, make_plan
 from bot.retry import next_attempt
+from bot.words import counted
 
 FAILED_STATES = {"failed", "dead", "unknown", "error"}
 log = logging.getLogger("briefbot.publish")
@@ -75,8 +76,7 @@ class RunReport:
 
     def summary(self) -> str:
         if not self.outcomes and self.problems:
-            count = len(self.problems)
-            return (f"{count} {'error' if count == 1 else 'errors'} in the briefs; nothing "
+            return (f"{counted(len(self.problems), 'error')} in the briefs; nothing "
                     "sent (briefbot check shows each)")
         if not self.outcomes:
             return "nothing to send: every due brief has already gone out"

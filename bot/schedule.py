@@ -20,7 +20,13 @@ from apscheduler.triggers.base import BaseTrigger
 from bot.config import ConfigError, Settings
 from bot.ledger import Ledger, wall_clock
 from bot.message import DeliveryKey
-from bot.timing import parse_digest_schedule, parse_publish_interval, schedule_error, split_missed
+from bot.timing import (
+    format_duration,
+    parse_digest_schedule,
+    parse_publish_interval,
+    schedule_error,
+    split_missed,
+)
 
 log = logging.getLogger("briefbot.run")
 
@@ -156,7 +162,7 @@ class Daemon:
 
         period = period_for(scheduled, self.settings.tz, self.settings.config.email.period_days)
         reason = (f"missed: the daemon was not running at {scheduled:%Y-%m-%d %H:%M} UTC and came "
-                  f"back after the {self.grace} grace; send it by hand with "
+                  f"back after the {format_duration(self.grace)} grace; send it by hand with "
                   f"`briefbot digest send --period {period.label}`")
         self.ledger.mark_skipped(DeliveryKey(f"digest:{period.label}", "*"), reason)
         log.warning("digest %s %s", period.label, reason)
@@ -241,18 +247,25 @@ def run_daemon(settings: Settings) -> int:
     scheduler.add_listener(record_next_runs, EVENT_JOB_EXECUTED | EVENT_JOB_MISSED)
 
     def on_stop(signum: int, _frame: Any) -> None:
+        if daemon.stop.is_set():  # a second Ctrl-C: the first one is already being honoured
+            log.info("%s: already stopping; waiting for the delivery in flight",
+                     signal.Signals(signum).name)
+            return
         log.info("%s: finishing the delivery in flight, then stopping",
                  signal.Signals(signum).name)
         daemon.stop.set()
-        scheduler.shutdown(wait=False)
+        if scheduler.running:
+            scheduler.shutdown(wait=False)
 
     signal.signal(signal.SIGTERM, on_stop)
     signal.signal(signal.SIGINT, on_stop)
     if hasattr(signal, "SIGHUP"):
         signal.signal(signal.SIGHUP, lambda *_: daemon.reload())
     log.info("briefbot running: publish every %s, digest %r (%s); Ctrl-C to stop",
-             interval, settings.config.schedule.digest, settings.config.timezone)
-    scheduler.start()
+             format_duration(interval), settings.config.schedule.digest,
+             settings.config.timezone)
+    if not daemon.stop.is_set():  # a Ctrl-C during the catch-up above already said stop
+        scheduler.start()
     if not daemon.wait_idle(SHUTDOWN_TIMEOUT):
         log.error("a job did not finish within %ss; its delivery will be reconciled later",
                   SHUTDOWN_TIMEOUT)

@@ -56,7 +56,8 @@ def _file_secret(path: Path, env_name: str) -> bytes:
         return _file_secrets[path]
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        if not path.exists():
+        created = not path.exists()
+        if created:
             _create_secret_file(path)
         value = path.read_text(encoding="ascii").strip()
     except (OSError, UnicodeDecodeError) as error:
@@ -67,7 +68,8 @@ def _file_secret(path: Path, env_name: str) -> bytes:
     if len(value) < 32:
         raise ConfigError(f"{path}: the generated token secret is damaged; delete the file "
                           f"(links already sent stop working) or export {env_name}")
-    log.warning(
+    # Said once per state folder, when the secret is made, not on every command after.
+    (log.warning if created else log.debug)(
         "%s is not set: unsubscribe and confirmation links are signed with a secret generated "
         "in %s. Set %s (the same value everywhere) if more than one machine sends mail or "
         "serves the web pages", env_name, path, env_name,

@@ -211,8 +211,9 @@ def _bad_link(what: str) -> Response:
 def index(request: Request) -> Response:
     links = ('<p><a href="subscribe">Subscribe</a></p>'
              if request.settings.config.web.subscribe_form else "")
-    return Response(page(_list_name(request), f"<p>This is the home of the "
-                         f"{h(_list_name(request))} mailing list.</p>{links}"))
+    # "the home of <name>": list names often begin with "The", and "the The…" reads badly.
+    return Response(page(_list_name(request), f"<p>This is the home of "
+                         f"<strong>{h(_list_name(request))}</strong>, a mailing list.</p>{links}"))
 
 
 def unsubscribe_form(request: Request, token: str) -> Response:

@@ -85,3 +85,22 @@ def test_help_teaches(project):
         assert command in result.stdout
     run_help = project.cli("run", "--help", check=True).stdout
     assert "--dry-run" in run_help and "Example" in run_help
+
+
+def test_every_help_has_an_example():
+    import argparse
+
+    from bot.cli import build_parser
+
+    def walk(parser, path):
+        yield path, parser
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    yield from walk(sub, [*path, name])
+
+    found = list(walk(build_parser(), []))
+    assert len(found) > 15
+    missing = [" ".join(path) for path, parser in found[1:]
+               if "Example" not in parser.format_help()]
+    assert missing == []

@@ -201,3 +201,19 @@ def test_three_instances_on_postgresql_share_a_digest_and_survive_a_kill(project
     workers = {r.worker.rsplit(":", 1)[0] for r in rows(project, pg_url)
                if r.key.recipient and r.worker}
     assert len(workers) > 1, "more than one process took part"
+
+
+def test_two_quick_ctrl_c_stop_the_daemon_without_a_traceback(project):
+    write_brief(project.briefs, "a.md")
+    child = start_daemon(project)
+    try:
+        assert wait_until(lambda: len(project.outbox()) == 1), "the daemon started"
+        child.send_signal(signal.SIGINT)
+        code, out = stop(child, signal.SIGINT)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait(timeout=30)
+    assert code == 0, out
+    assert "Traceback" not in out and "SchedulerNotRunning" not in out
+    assert "stopped" in out
