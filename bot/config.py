@@ -103,6 +103,10 @@ class WebConfig(Section):
     host: str = "127.0.0.1"
     port: int = Field(8025, ge=0, le=65535)
     subscribe_form: bool = True
+    # The live gallery shows drafts, embargoed briefs and paths: off unless asked for, and then
+    # only at /preview/TOKEN/, the token read from this variable.
+    preview: bool = False
+    preview_token_env: str = "BRIEFBOT_PREVIEW_TOKEN"
 
 
 class ChannelConfig(BaseModel):

@@ -51,7 +51,6 @@ from bot.words import counted
 
 if TYPE_CHECKING:
     from bot.render.mime import PreparedEmail
-    from bot.web import App, Request, Response
 
 # Gmail cuts the HTML of longer emails behind "[Message clipped]" (102 KB; the lower reading).
 GMAIL_CLIP_BYTES = 102_000
@@ -736,33 +735,5 @@ def _stat(path: Path) -> tuple[str, int, int]:
     return (str(path), stat.st_size, stat.st_mtime_ns)
 
 
-def add_routes(app: App) -> None:
-    """`/preview/` and its images on `briefbot serve`."""
-    from bot.web import Response
-
-    live = LivePreview(app.settings)
-
-    def redirect(request: Request) -> Response:
-        return Response("", 301, headers=[("Location", "/preview/")])
-
-    def page(request: Request) -> Response:
-        query = request.environ.get("QUERY_STRING", "")
-        drafts = "drafts=1" in query.split("&")
-        return Response(live.page(drafts), headers=[
-            ("Content-Security-Policy", f"{CSP}; frame-ancestors 'none'")])
-
-    def image(request: Request, name: str) -> Response:
-        data = live.image(name)
-        if data is None:
-            return Response("no such image", 404, "text/plain; charset=utf-8")
-        mime = next((m for m, ext in EXTENSIONS.items() if name.endswith(f".{ext}")),
-                    "application/octet-stream")
-        return Response(data, content_type=mime)
-
-    app.add("GET", r"/preview", redirect)
-    app.add("GET", r"/preview/", page)
-    app.add("GET", r"/preview/images/(?P<name>[0-9a-f]{20}\.[a-z]{3,4})", image)
-
-
 __all__ = ["Card", "EmailView", "Entry", "Gallery", "Issue", "LinkCard", "LivePreview",
-           "Picture", "State", "add_routes", "build_gallery", "human_bytes", "write_gallery"]
+           "Picture", "State", "build_gallery", "human_bytes", "write_gallery"]

@@ -32,7 +32,7 @@ from typing import Any
 from urllib.parse import parse_qs
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from bot.config import Settings
+from bot.config import ConfigError, Settings
 from bot.ledger import Ledger
 from bot.subscribers import Subscribers, normalise_email
 from bot.tokens import confirm_url, read_token
@@ -41,7 +41,7 @@ log = logging.getLogger("briefbot.web")
 
 MAX_BODY_BYTES = 16_384
 CONFIRMATIONS_FOLDER = "outbox/confirmations"
-_TOKEN_IN_PATH = re.compile(r"/(unsubscribe|confirm)/[^\s?\"]+")
+_TOKEN_IN_PATH = re.compile(r"/(unsubscribe|confirm|preview)/[^\s?\"/]+")
 
 SECURITY_HEADERS = [
     ("Cache-Control", "no-store"),
@@ -343,10 +343,68 @@ def make_app(settings: Settings) -> App:
     if settings.config.web.subscribe_form:
         app.add("GET", r"/subscribe", subscribe_form)
         app.add("POST", r"/subscribe", subscribe)
-    from bot.preview import add_routes as add_preview_routes
-
-    add_preview_routes(app)
+    if settings.config.web.preview:
+        add_preview_routes(app, preview_token(settings))
     return app
+
+
+# -- the live preview (private) ------------------------------------------------------------
+
+
+def preview_token(settings: Settings) -> str:
+    """The secret part of the gallery's address; serving it needs one worth the name."""
+    name = settings.config.web.preview_token_env
+    token = os.environ.get(name, "")
+    if len(token) < 16 or not re.fullmatch(r"[A-Za-z0-9_-]+", token):
+        raise ConfigError(f"web.preview = true: export {name} with a random token of at least "
+                          "16 letters, digits, - or _ (for example from `python3 -c 'import "
+                          "secrets; print(secrets.token_urlsafe(24))'`); the gallery is served "
+                          f"at /preview/${name}/ only")
+    return token
+
+
+def add_preview_routes(app: App, token: str) -> None:
+    """`/preview/TOKEN/` and its images: the gallery shows drafts and embargoed briefs, so it
+    answers only at its secret address (compared in constant time) and is never cached."""
+    import hmac
+
+    from bot.preview import CSP, EXTENSIONS, LivePreview
+
+    live = LivePreview(app.settings)
+    private = [("Cache-Control", "no-store"), ("Referrer-Policy", "no-referrer")]
+
+    def known(given: str) -> bool:
+        return hmac.compare_digest(given.encode(), token.encode())
+
+    def redirect(request: Request, given: str) -> Response:
+        if not known(given):
+            return _not_found()
+        return Response("", 301, headers=[("Location", f"/preview/{given}/"), *private])
+
+    def gallery(request: Request, given: str) -> Response:
+        if not known(given):
+            return _not_found()
+        drafts = "drafts=1" in request.environ.get("QUERY_STRING", "").split("&")
+        return Response(live.page(drafts), headers=[
+            ("Content-Security-Policy", f"{CSP}; frame-ancestors 'none'"), *private])
+
+    def image(request: Request, given: str, name: str) -> Response:
+        data = live.image(name) if known(given) else None
+        if data is None:
+            return _not_found()
+        mime = next((m for m, ext in EXTENSIONS.items() if name.endswith(f".{ext}")),
+                    "application/octet-stream")
+        return Response(data, content_type=mime, headers=private)
+
+    given = r"(?P<given>[A-Za-z0-9_-]{1,200})"
+    app.add("GET", rf"/preview/{given}", redirect)
+    app.add("GET", rf"/preview/{given}/", gallery)
+    app.add("GET", rf"/preview/{given}/images/(?P<name>[0-9a-f]{{20}}\.[a-z]{{3,4}})", image)
+
+
+
+def _not_found() -> Response:
+    return Response(page("Not found", "<p>There is no page here.</p>"), 404)
 
 
 def _redact(text: str) -> str:

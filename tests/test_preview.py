@@ -503,14 +503,17 @@ def test_serve_shows_the_live_gallery_and_rebuilds_when_a_brief_changes(project,
                        extra="image: hero.png\nimage_alt: Red\n")
     Image.new("RGB", (300, 200), (200, 30, 30)).save(project.briefs / "hero.png")
     shutil.copy(SAMPLE, project.briefs / SAMPLE.name)
-    project.write_config(channels=STAND_INS)
+    project.write_config(extra="[web]\npreview = true\n", channels=STAND_INS)
     port = _free_port()
+    token = "t0k3n-" + "x" * 20
     server = subprocess.Popen(
         [sys.executable, "-m", "bot", "--config", str(project.config), "serve", "--host",
          "127.0.0.1", "--port", str(port)],
-        cwd=project.root, env={**project.env, **offline(proxy), "BRIEFBOT_TOKEN_SECRET": "s" * 40},
+        cwd=project.root, env={**project.env, **offline(proxy), "BRIEFBOT_TOKEN_SECRET": "s" * 40,
+                               "BRIEFBOT_PREVIEW_TOKEN": token},
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     base = f"http://127.0.0.1:{port}"
+    gallery = f"{base}/preview/{token}/"
     try:
         deadline = time.monotonic() + 30
         while True:
@@ -520,13 +523,19 @@ def test_serve_shows_the_live_gallery_and_rebuilds_when_a_brief_changes(project,
             except OSError:
                 assert server.poll() is None and time.monotonic() < deadline, "serve did not start"
                 time.sleep(0.05)
-        moved = requests.get(f"{base}/preview", allow_redirects=False, timeout=30)
-        assert moved.status_code == 301 and moved.headers["Location"] == "/preview/"
+        moved = requests.get(gallery.rstrip("/"), allow_redirects=False, timeout=30)
+        assert moved.status_code == 301 and moved.headers["Location"] == f"/preview/{token}/"
+        # Drafts and embargoed briefs: nothing at any other address, nothing cached.
+        for guess in ("/preview/", "/preview/?drafts=1", f"/preview/{token[:-1]}/",
+                      f"/preview/{token}x/?drafts=1"):
+            refused = requests.get(f"{base}{guess}", timeout=30)
+            assert refused.status_code == 404 and "live.md" not in refused.text
+        assert requests.get(gallery, timeout=30).headers["Cache-Control"] == "no-store"
         # The other pages keep their strict policy; the gallery's own allows its images.
         assert "img-src" not in requests.get(f"{base}/", timeout=30).headers[
             "Content-Security-Policy"]
 
-        dom = look(browser, f"{base}/preview/")
+        dom = look(browser, gallery)
         (brief,) = dom["briefs"]
         assert brief["title"] == "Before the edit"
         assert {card["channel"] for card in brief["cards"]} == set(POSTING)
@@ -534,11 +543,11 @@ def test_serve_shows_the_live_gallery_and_rebuilds_when_a_brief_changes(project,
             assert card["images"] and card["images"][0]["loaded"]
         assert dom["narrow"] <= 375
 
-        with_drafts = look(browser, f"{base}/preview/?drafts=1")
+        with_drafts = look(browser, f"{gallery}?drafts=1")
         assert {b["id"]: b["state"] for b in with_drafts["briefs"]}[SAMPLE.stem] == "draft"
 
         path.write_text(path.read_text().replace("Before the edit", "After the edit"))
-        again = look(browser, f"{base}/preview/")
+        again = look(browser, gallery)
         assert [b["title"] for b in again["briefs"]] == ["After the edit"]
     finally:
         server.terminate()

@@ -259,12 +259,16 @@ def test_the_subscribe_form_can_be_switched_off(project, serve, monkeypatch):
 
 
 def test_without_the_variable_a_generated_secret_is_kept_private_and_used(project, serve,
-                                                                          monkeypatch):
+                                                                          monkeypatch, caplog):
+    import logging
+
     server = serve(secret=None)
     add(project, "ann@example.org")
     settings = server.settings(monkeypatch)
-    link = unsubscribe_url(settings, "ann@example.org")  # signs with state/token-secret
+    with caplog.at_level(logging.WARNING, logger="briefbot.tokens"):
+        link = unsubscribe_url(settings, "ann@example.org")  # makes and signs with the secret
     secret_file = project.root / "state" / "token-secret"
+    assert "BRIEFBOT_TOKEN_SECRET is not set" in caplog.text and str(secret_file) in caplog.text
     assert stat.S_IMODE(secret_file.stat().st_mode) == 0o600
     generated = secret_file.read_text().strip()
     assert len(generated) >= 32
@@ -273,7 +277,8 @@ def test_without_the_variable_a_generated_secret_is_kept_private_and_used(projec
     assert response.status_code == 200
     assert states(project)["ann@example.org"] == "unsubscribed"
     out, err = server.stop()
-    assert "BRIEFBOT_TOKEN_SECRET is not set" in err and str(secret_file) in err
+    # Said once per state folder, when the secret was made: not again by every command.
+    assert "BRIEFBOT_TOKEN_SECRET is not set" not in err
     assert generated not in out + err + response.text
 
 
@@ -318,3 +323,35 @@ def test_tokens_round_trip_and_bind_purpose_and_address(project, monkeypatch):
 
     project.write_config()
     assert unsubscribe_mailto(load_settings(project.config), "Ann@example.org") is None
+
+
+# -- the live preview is private ------------------------------------------------------------------
+
+
+def test_the_preview_is_off_unless_configured(project, serve):
+    from tests.conftest import write_brief
+
+    write_brief(project.briefs, "embargoed.md", status="draft", title="Secret merger")
+    server = serve()
+    for path in ("/preview", "/preview/", "/preview/?drafts=1", "/preview/anything/"):
+        answer = server.request("GET", path)
+        assert answer.status_code == 404 and "Secret merger" not in answer.text
+        assert str(project.root) not in answer.text
+
+
+def test_the_preview_needs_its_token_to_start_and_to_answer(project):
+    project.write_config(extra="[web]\npreview = true\n")
+    for token in ("", "short"):
+        result = project.cli("serve", "--port", "0", env={"BRIEFBOT_PREVIEW_TOKEN": token},
+                             timeout=60)
+        assert result.returncode == 2, result.stderr
+        assert "export BRIEFBOT_PREVIEW_TOKEN" in result.stderr
+        assert "Traceback" not in result.stderr
+
+
+def test_public_pages_show_no_path_or_internal_error(project, serve):
+    server = serve()
+    for path in ("/unsubscribe/%00", "/confirm/" + "a" * 1300, "/nope/../../etc/passwd"):
+        answer = server.request("GET", path)
+        assert answer.status_code in (400, 404)
+        assert str(project.root) not in answer.text and "Traceback" not in answer.text
