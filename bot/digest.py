@@ -22,7 +22,7 @@ from bot.channels import (
 )
 from bot.config import ConfigError, Settings
 from bot.ledger import open_ledger
-from bot.mailing import SETTLED, DigestReport, deliver, domain, mail, personalise, recipient_rows
+from bot.mailing import SETTLED, DigestReport, domain, mail, personalise, recipient_rows
 from bot.message import DeliveryKey
 from bot.plan import digest_briefs
 from bot.render.email import PreparedEmail, Recipient, prepare_digest
@@ -118,7 +118,7 @@ def _send_test_copy(settings: Settings, prepared: PreparedEmail, channel: Channe
     message_id, data = personalise(settings, prepared, key, Recipient(address), now,
                                     message_id=make_msgid(domain=domain(settings)))
     try:
-        deliver(channel, key, data, message_id)
+        channel.send_email(key, data, message_id)
     except (ChannelError, OSError) as error:
         report.counts["dead" if isinstance(error, PermanentError) else "failed"] += 1
         report.errors.append({"recipient": address, "error": str(error)})

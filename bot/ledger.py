@@ -409,9 +409,26 @@ class Ledger:
         state = "failed" if retry_at else "dead"
         return self._finish(key, state, last_error=error[:2000], next_attempt_at=retry_at)
 
-    def release(self, key: DeliveryKey, *, state: str = "unknown", note: str | None = None) -> bool:
-        """Give a claim back without an outcome (e.g. unknown outcome left to an operator)."""
-        return self._finish(key, state, last_error=note)
+    def release(self, key: DeliveryKey, *, state: str = "unknown", note: str | None = None,
+                retry_at: datetime | None = None) -> bool:
+        """Give a claim back without an outcome (an unknown one: left to an operator, or, with
+        `retry_at`, settled again no sooner than then)."""
+        return self._finish(key, state, last_error=note, next_attempt_at=retry_at)
+
+    def renew(self, keys: Iterable[DeliveryKey]) -> int:
+        """Extend this worker's leases on `keys` while their sends are still running, so no
+        other process takes a claim over mid-send; returns how many are still held."""
+        until = self.clock() + self.lease
+        held = 0
+        with self._tx() as conn:
+            for key in keys:
+                held += conn.execute(
+                    update(deliveries)
+                    .where(_key_filter(key) & (deliveries.c.state == "claimed")
+                           & (deliveries.c.worker == self.worker))
+                    .values(lease_until=until)
+                ).rowcount
+        return held
 
     def mark_skipped(self, key: DeliveryKey, reason: str, *, content_hash: str | None = None,
                      replace: bool = False) -> bool:

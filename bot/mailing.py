@@ -20,7 +20,6 @@ batches would widen the window of sent-but-unrecorded messages (duplicates after
 from __future__ import annotations
 
 import queue
-import random
 import threading
 import time
 from collections import Counter
@@ -33,20 +32,16 @@ from typing import Any
 
 from bot.channels import Channel
 from bot.config import Settings
+from bot.delivery import DeliveryStep, Prior, Result
 from bot.ledger import Delivery, Ledger, open_ledger
 from bot.message import (
-    CannotReconcile,
-    ChannelError,
     DeliveryKey,
     Message,
-    PermanentError,
     Receipt,
     TransientError,
-    UnknownOutcome,
 )
 from bot.progress import ProgressBar
 from bot.render.email import PreparedEmail, Recipient, message_id_for
-from bot.retry import next_attempt
 from bot.subscribers import Subscribers
 from bot.timing import Period
 
@@ -214,16 +209,6 @@ def personalise(settings: Settings, prepared: PreparedEmail, key: DeliveryKey,
     return message_id, data
 
 
-def deliver(channel: Channel, key: DeliveryKey, data: bytes, message_id: str) -> Receipt:
-    send_raw = getattr(channel, "send_raw", None)
-    if send_raw is not None:
-        reply = send_raw(channel.envelope_from, key.recipient, data)
-        return Receipt(remote_id=message_id, note=reply)
-    receipt = channel.send(Message(key=key, kind="email", text="", raw=data,
-                                   extra={"message_id": message_id}))
-    return Receipt(remote_id=message_id, url=receipt.url, note=receipt.remote_id)
-
-
 @dataclass(frozen=True)
 class _Row:
     state: str
@@ -265,21 +250,19 @@ class Mailing:
         self.stop = threading.Event()
         self.crashed: Exception | None = None
         self.email = settings.config.email
-        self.publish = settings.config.publish
+        self.step = DeliveryStep(ledger, channel, settings.config.publish)
 
     # -- the run ------------------------------------------------------------------------
 
     def run(self) -> None:
         started = time.perf_counter()
         done, open_rows = self._existing()
-        workers = max(1, int(getattr(self.channel, "connections", 1) or 1))
+        workers = max(1, self.channel.connections)
         with ProgressBar(self.progress, self.report.recipients,
                        f"{self.campaign} → {self.channel.name}") as bar:
             self._threaded(self._work(done, open_rows), workers, bar)
         self.report.seconds += time.perf_counter() - started
-        stats = getattr(self.channel, "stats", None)
-        if stats:
-            self.report.stats.update(stats)
+        self.report.stats.update(self.channel.stats)
         if self.crashed is not None:
             raise self.crashed  # not a delivery problem (the database, a bug): say so loudly
 
@@ -375,7 +358,8 @@ class Mailing:
             if row.state == "claimed":
                 tally.counts["busy"] += 1  # another worker's, or a dead one's until its lease ends
                 return
-            if row.state == "failed" and row.next_attempt_at and row.next_attempt_at > self.now:
+            if row.state in ("failed", "unknown") and row.next_attempt_at and (
+                    row.next_attempt_at > self.now):
                 tally.counts["queued"] += 1
                 return
             if row.state == "unknown" and self.policy == "skip" and not self.channel.can_reconcile:
@@ -385,102 +369,40 @@ class Mailing:
         if self.subscribers.state_of(email) != "active":
             tally.counts["unsubscribed"] += 1
             return
-        if row is None:
-            claimed = self.ledger.claim(key)
-        elif row.state == "failed":
-            claimed = self.ledger.reclaim(key, from_states=["failed"], due_by=self.now)
-        else:
-            claimed = self.ledger.reclaim(key, from_states=["unknown"])
-        if not claimed:
+        prepared = item.message
+
+        def build() -> Message:
+            if isinstance(prepared, ValueError):
+                raise prepared  # an address that cannot be written into a header
+            message_id, data = prepared
+            return Message(key=key, kind="email", text="", raw=data,
+                           extra={"message_id": message_id})
+
+        result = self.step.deliver(
+            key, Prior(row.state, row.attempts) if row is not None else None, self.now, build,
+            send=lambda m: self.channel.send_email(key, m.raw, m.extra["message_id"]))
+        self._account(result, subscriber, tally)
+
+    def _account(self, result: Result, subscriber: Any, tally: _Tally) -> None:
+        """What one recipient's delivery means for the list and the run."""
+        email = subscriber.email
+        error = result.error
+        if result.state == "elsewhere":
             tally.counts["elsewhere"] += 1  # another process took it first
-            return
-        attempts = (row.attempts if row is not None else 0) + 1
-        if isinstance(item.message, ValueError):
-            self.ledger.record_failure(key, str(item.message), retry_at=None)
-            tally.fail("dead", email, str(item.message))
-            return
-        message_id, data = item.message
-        if row is not None and row.state == "unknown" and self._settled_by_reconcile(
-            key, data, message_id, tally
-        ):
-            return
-        self._send(key, subscriber, data, message_id, attempts, tally)
-
-    def _settled_by_reconcile(self, key: DeliveryKey, data: bytes, message_id: str,
-                              tally: _Tally) -> bool:
-        """For an unknown outcome: True when reconcile found it sent, or policy keeps it."""
-        message = Message(key=key, kind="email", text="", raw=data,
-                          extra={"message_id": message_id})
-        try:
-            receipt = self.channel.reconcile(message)
-        except CannotReconcile as error:
-            if self.policy == "resend":
-                return False
-            self.ledger.release(key, note=f"outcome unknown: {error}")
-            tally.fail("unknown", key.recipient, str(error))
-            return True
-        except (ChannelError, OSError) as error:
-            self.ledger.release(key, note=f"reconcile failed: {error}")
-            tally.fail("unknown", key.recipient, f"reconcile failed: {error}")
-            return True
-        if receipt is None:
-            return False
-        self.ledger.record_sent(key, remote_id=message_id, remote_url=receipt.url,
-                                note="reconciled after an unknown outcome")
-        tally.counts["sent"] += 1
-        return True
-
-    def _send(self, key: DeliveryKey, subscriber: Any, data: bytes, message_id: str,
-              attempts: int, tally: _Tally) -> None:
-        email = key.recipient
-        for resend in (False, True):
-            try:
-                receipt = deliver(self.channel, key, data, message_id)
-            except UnknownOutcome as error:
-                if self.policy == "resend" and not resend:
-                    continue  # same bytes, same Message-ID: recognisable if it was a double
-                self.ledger.release(key, note=str(error))
-                tally.fail("unknown", email, str(error))
-                return
-            except (ChannelError, OSError) as error:
-                self._failed(key, error, attempts, tally)
-                return
-            self.ledger.record_sent(key, remote_id=receipt.remote_id, remote_url=receipt.url,
-                                    note=receipt.note)
+        elif result.state == "sent":
             if subscriber.soft_bounces:
                 self.subscribers.record_delivered(email)
             tally.counts["sent"] += 1
-            return
-
-    def _failed(self, key: DeliveryKey, error: Exception, attempts: int, tally: _Tally) -> None:
-        email = key.recipient
-        text = str(error)
-        if getattr(error, "run_level", False):
-            # Not this recipient's fault: due again at once, and the run stops here.
-            self.ledger.record_failure(key, text, retry_at=self.now)
-            tally.counts["failed"] += 1
-            if not self.stop.is_set():
-                self.stop.set()
-                self.report.stopped = text
-            return
-        bounce = getattr(error, "bounce", None)
-        if bounce and self.subscribers.record_bounce(
-            email, hard=bounce == "hard", hard_limit=self.email.hard_bounces,
+        else:
+            tally.fail(result.state, email, result.detail)
+        if error is not None and error.run_level and not self.stop.is_set():
+            self.stop.set()
+            self.report.stopped = str(error)
+        if error is not None and error.bounce and self.subscribers.record_bounce(
+            email, hard=error.bounce == "hard", hard_limit=self.email.hard_bounces,
             soft_limit=self.email.soft_bounces,
         ):
             tally.bounced += 1
-        if isinstance(error, PermanentError):
-            self.ledger.record_failure(key, text, retry_at=None)
-            tally.fail("dead", email, text)
-            return
-        retry_at = next_attempt(attempts, error, self.now, self.publish, random.random)
-        if retry_at is None:
-            text = f"gave up after {attempts} attempts: {text}"
-            self.ledger.record_failure(key, text, retry_at=None)
-            tally.fail("dead", email, text)
-            return
-        self.ledger.record_failure(key, text, retry_at=retry_at)
-        tally.fail("failed", email, text)
 
 
 @dataclass

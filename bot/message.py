@@ -25,6 +25,11 @@ class State(StrEnum):
 class ChannelError(Exception):
     """A delivery failed; the message must be safe to log (no secrets)."""
 
+    #: An email refused for its recipient: "hard" (5xx) or "soft" (4xx) counts as a bounce.
+    bounce: str | None = None
+    #: Not this delivery's fault (the server, the login): the run stops, the key is due again.
+    run_level: bool = False
+
 
 class TransientError(ChannelError):
     """Worth retrying later: a timeout, a 5xx, a rate limit (with its reset time)."""

@@ -185,6 +185,9 @@ class _Rules:
         if row.state == "claimed":
             return make("in-flight", "being sent by a worker right now")
         if row.state == "unknown":
+            if row.next_attempt_at and row.next_attempt_at > self.now:
+                return make("queued", "outcome unknown; sent again (unknown_policy = resend) "
+                            f"at {self._when(row.next_attempt_at)}")
             if channel.config.unknown_policy == "skip" and not channel.can_reconcile:
                 return make("unknown", "outcome unknown after a crash: `briefbot retry` to "
                             "send it again or `briefbot skip` to drop it")

@@ -6,7 +6,6 @@ scheduler only decides *when* they run.
 
 from __future__ import annotations
 
-import logging
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -14,26 +13,19 @@ from datetime import datetime
 
 from bot.briefs import Brief, BriefReader, Problem
 from bot.channels import (
-    CannotReconcile,
     Channel,
-    ChannelError,
     Message,
-    PermanentError,
-    TransientError,
-    UnknownOutcome,
     missing_credentials,
     open_channels,
 )
 from bot.config import ConfigError, Settings
+from bot.delivery import DeliveryStep, Prior
 from bot.ledger import Ledger, open_ledger
 from bot.mailing import mail_brief
-from bot.message import DeliveryKey
 from bot.plan import Plan, Step, make_plan
-from bot.retry import next_attempt
 from bot.words import counted
 
-FAILED_STATES = {"failed", "dead", "unknown", "error"}
-log = logging.getLogger("briefbot.publish")
+FAILED_STATES = {"failed", "dead", "unknown", "error", "lost"}
 
 
 @dataclass
@@ -80,7 +72,8 @@ class RunReport:
                     "sent (briefbot check shows each)")
         if not self.outcomes:
             return "nothing to send: every due brief has already gone out"
-        order = ("would-send", "sent", "queued", "skipped", "failed", "dead", "unknown", "error")
+        order = ("would-send", "sent", "queued", "skipped", "failed", "dead", "unknown", "lost",
+                 "error")
         parts = [f"{self.count(s)} {s}" for s in order if self.count(s)]
         return ", ".join(parts)
 
@@ -104,6 +97,7 @@ class Publisher:
         self.reader = reader or BriefReader.from_settings(settings)
         self.should_stop = should_stop
         self.rng = rng
+        self.steps: dict[str, DeliveryStep] = {}
 
     def plan(self, now: datetime) -> Plan:
         scan = self.reader.scan(self.settings.brief_folders)
@@ -147,78 +141,19 @@ class Publisher:
         report.add(step.brief, channel, "would-send", message.text, message=message)
 
     def _deliver(self, channel: Channel, step: Step, now: datetime, report: RunReport) -> None:
-        brief, key, row = step.brief, step.key, step.row
-        content_hash = brief.content_hash
-        if step.action == "send":
-            claimed = self.ledger.claim(key, content_hash=content_hash)
-        elif step.action == "retry":
-            claimed = self.ledger.reclaim(key, from_states=["failed"], due_by=now,
-                                          content_hash=content_hash)
-        else:
-            claimed = self.ledger.reclaim(key, from_states=["unknown"], content_hash=content_hash)
-        if not claimed:
+        brief, row = step.brief, step.row
+        if channel.name not in self.steps:
+            self.steps[channel.name] = DeliveryStep(self.ledger, channel,
+                                                    self.settings.config.publish, rng=self.rng)
+        send = (lambda message: mail_brief(channel, message)) if channel.fans_out else None
+        result = self.steps[channel.name].deliver(
+            step.key, Prior(row.state, row.attempts) if row else None, now,
+            lambda: channel.render(brief, step.key), content_hash=brief.content_hash, send=send)
+        if result.state == "elsewhere":
             return  # another worker has it: its outcome is its own to report
-        attempts = (row.attempts if row else 0) + 1
-
-        try:
-            message = channel.render(brief, key)
-        except Exception as error:  # noqa: BLE001
-            detail = f"cannot render: {error}"
-            self.ledger.record_failure(key, detail, retry_at=None)
-            report.add(brief, channel, "dead", detail)
-            return
-
-        if step.action == "settle":
-            try:
-                receipt = channel.reconcile(message)
-            except CannotReconcile as error:
-                if channel.config.unknown_policy == "skip":
-                    self.ledger.release(key, note=f"outcome unknown: {error}")
-                    report.add(brief, channel, "unknown", str(error))
-                    return
-                receipt = None
-            except ChannelError as error:
-                self.ledger.release(key, note=f"reconcile failed: {error}")
-                report.add(brief, channel, "unknown", f"reconcile failed: {error}")
-                return
-            if receipt is not None:
-                self.ledger.record_sent(key, remote_id=receipt.remote_id, remote_url=receipt.url,
-                                        note="reconciled after an unknown outcome")
-                report.add(brief, channel, "sent", "reconciled: it had gone out", receipt.url)
-                return
-
-        try:
-            receipt = mail_brief(channel, message) if channel.fans_out else channel.send(message)
-        except PermanentError as error:
-            self.ledger.record_failure(key, str(error), retry_at=None)
-            report.add(brief, channel, "dead", str(error))
-        except UnknownOutcome as error:
-            self.ledger.release(key, note=f"outcome unknown: {error}")
-            report.add(brief, channel, "unknown", f"{error}; settled on the next run")
-        except (TransientError, ChannelError, OSError) as error:
-            self._retry_later(key, brief, channel, attempts, error, now, report)
-        except Exception as error:  # noqa: BLE001 - an adapter's bug must not stop the run
-            log.exception("channel %s failed on %s", channel.name, key)
-            detail = f"the adapter failed unexpectedly ({error!r}); it may have sent"
-            self.ledger.release(key, note=detail)
-            report.add(brief, channel, "unknown", detail)
-        else:
-            self.ledger.record_sent(key, remote_id=receipt.remote_id, remote_url=receipt.url)
-            report.add(brief, channel, "sent", receipt.note or "", receipt.url, message)
-
-    def _retry_later(self, key: DeliveryKey, brief: Brief, channel: Channel, attempts: int,
-                     error: Exception, now: datetime, report: RunReport) -> None:
-        publish = self.settings.config.publish
-        retry_at = next_attempt(attempts, error, now, publish, self.rng)
-        if retry_at is None:
-            detail = f"gave up after {attempts} attempts: {error}"
-            self.ledger.record_failure(key, detail, retry_at=None)
-            report.add(brief, channel, "dead", detail)
-            return
-        self.ledger.record_failure(key, str(error), retry_at=retry_at)
-        report.add(brief, channel, "failed",
-                   f"{error} (attempt {attempts} of {publish.max_attempts}; retry at "
-                   f"{retry_at:%Y-%m-%d %H:%M:%S} UTC)")
+        url = result.receipt.url if result.receipt else None
+        message = result.message if result.state == "sent" else None
+        report.add(brief, channel, result.state, result.detail, url, message)
 
 
 def check_can_publish(settings: Settings, *, dry_run: bool = False) -> None:

@@ -47,12 +47,25 @@ class Channel:
         self.settings = settings
         checked = parse_options(self.Options, name, config.options, config_source(settings))
         self.options = checked.model_dump(exclude_unset=True)
+        #: The adapter's own counters (connections opened, logins…), for a mailing's report.
+        self.stats: dict[str, int] = {}
 
     def render(self, brief: Brief, key: DeliveryKey) -> Message:
         raise NotImplementedError
 
     def send(self, message: Message) -> Receipt:
         raise NotImplementedError
+
+    #: Concurrent sends a mailing may run through this channel (SMTP: its connections).
+    connections: int = 1
+
+    def send_email(self, key: DeliveryKey, data: bytes, message_id: str) -> Receipt:
+        """One subscriber's finished email (`data`, RFC 5322 bytes) to `key.recipient`. An
+        adapter that posts an email as a message of its own (the outbox) needs nothing more;
+        SMTP sends the bytes as they are."""
+        receipt = self.send(Message(key=key, kind="email", text="", raw=data,
+                                    extra={"message_id": message_id}))
+        return Receipt(remote_id=message_id, url=receipt.url, note=receipt.remote_id)
 
     def reconcile(self, message: Message) -> Receipt | None:
         """After a crash: a receipt if `message` went out, None if it certainly did not."""

@@ -189,6 +189,10 @@ class SmtpChannel(Channel):
 
     # -- sending -----------------------------------------------------------------------------
 
+    def send_email(self, key: DeliveryKey, data: bytes, message_id: str) -> Receipt:
+        return Receipt(remote_id=message_id,
+                       note=self.send_raw(self.envelope_from, key.recipient, data))
+
     def send_raw(self, sender: str, recipient: str, data: bytes) -> str:
         """Send complete CRLF message bytes to one recipient; returns the server's reply.
 
