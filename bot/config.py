@@ -25,6 +25,7 @@ from pydantic import (
     model_validator,
 )
 
+from bot.netguard import parse_allow_entry
 from bot.timing import (  # noqa: F401  (parse_duration is part of config's API)
     format_duration,
     parse_digest_schedule,
@@ -109,6 +110,32 @@ class WebConfig(Section):
     preview_token_env: str = "BRIEFBOT_PREVIEW_TOKEN"
 
 
+class ImagesConfig(Section):
+    """Hero images: where a brief's `image:` may come from, and how long a download may take."""
+
+    # Hosts (`cms.example`, `*.intranet.example`, `cms.example:8443`), addresses or networks
+    # (`10.0.0.0/8`) an image URL may reach although they are not public addresses.
+    allow_hosts: list[str] = []
+    # Folders (besides the brief folders) a local `image:` path may point into.
+    folders: list[str] = []
+    timeout: Duration = timedelta(seconds=30)  # for a whole download, redirects included
+    max_bytes: int = Field(20_000_000, gt=0)
+
+    @field_validator("allow_hosts")
+    @classmethod
+    def _allow_hosts(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            parse_allow_entry(entry)
+        return value
+
+    @field_validator("timeout")
+    @classmethod
+    def _timeout(cls, value: timedelta) -> timedelta:
+        if value <= timedelta(0):
+            raise ValueError("expected a positive duration such as \"30s\"")
+        return value
+
+
 class ChannelConfig(BaseModel):
     """Common settings of a channel instance; the rest belong to its adapter."""
 
@@ -134,6 +161,7 @@ class Config(Section):
     schedule: ScheduleConfig = ScheduleConfig()
     email: EmailConfig = EmailConfig()
     web: WebConfig = WebConfig()
+    images: ImagesConfig = ImagesConfig()
     channels: dict[str, ChannelConfig] = {}
 
     @model_validator(mode="after")
@@ -178,6 +206,11 @@ class Settings:
     @property
     def brief_folders(self) -> list[Path]:
         return [self.resolve(folder) for folder in self.config.briefs.folders]
+
+    @property
+    def image_folders(self) -> list[Path]:
+        """Where a local hero image may live: the brief folders and `images.folders`."""
+        return self.brief_folders + [self.resolve(folder) for folder in self.config.images.folders]
 
     @property
     def state_dir(self) -> Path:
