@@ -24,11 +24,17 @@ MASTODON_DEFAULT_MAX_PIXELS = 33_177_600
 # X refuses images above 8192 px on a side (docs.x.com, media best practices).
 X_MAX_SIDE = 8192
 
-# Largest image we agree to decode. Pillow's default guard (~89 MP) rejects legitimate
-# 12,000 x 12,000 camera/stock images, so we raise it once and enforce our own cap instead.
+# Largest image (by its header) we accept at all. Pillow's default guard (~89 MP) rejects
+# legitimate 12,000 x 12,000 camera/stock images, so we raise it once and enforce our own caps.
 MAX_PIXELS = 200_000_000
 if Image.MAX_IMAGE_PIXELS is not None and Image.MAX_IMAGE_PIXELS < MAX_PIXELS:
     Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+# Most pixels decoded at once (4 bytes each as RGBA: about 270 MB). A bigger JPEG is decoded at
+# 1/2, 1/4 or 1/8 of its size (libjpeg's draft mode); PNG, GIF and WebP cannot be, so a bigger
+# one is refused before a single pixel is decoded.
+MAX_DECODE_PIXELS = 8192 * 8192
+# JPEG stores each side in 16 bits; a wider image cannot be encoded at all.
+JPEG_MAX_SIDE = 65_535
 
 # Only web formats: keeps exotic decoders (EPS runs Ghostscript, etc.) away from fetched bytes.
 _FORMATS = ("JPEG", "PNG", "GIF", "WEBP")
@@ -109,16 +115,27 @@ def fit_image(
     # Not closed: it reads from an in-memory buffer, so there is nothing to release early.
     im = _open(data, source)
     orig_w, orig_h = im.size
-    target = _target_size(orig_w, orig_h, max_pixels, max_side)
+    budget = MAX_DECODE_PIXELS if max_pixels is None else min(max_pixels, MAX_DECODE_PIXELS)
+    target = _target_size(orig_w, orig_h, budget, max_side)
+    if max(target) > JPEG_MAX_SIDE:
+        raise ImageError(
+            f"Image {source} is {orig_w}x{orig_h} pixels: no side may exceed "
+            f"{JPEG_MAX_SIDE:,} pixels; crop or resize it."
+        )
     # An RGB profile stays valid on our RGB output; a CMYK or grey one would skew colours.
     icc = im.info.get("icc_profile") if im.mode in ("RGB", "RGBA", "P", "PA") else None
     try:
         orientation = im.getexif().get(0x0112, 1)
         if im.format == "JPEG":
-            # Let libjpeg decode at 1/2, 1/4 or 1/8 size: big photos never fully hit memory.
-            im.draft(None, target)
+            # Let libjpeg decode at 1/2, 1/4 or 1/8 size: big photos never fully hit memory,
+            # and never more than MAX_DECODE_PIXELS of them.
+            im.draft(None, _draft_request(orig_w, orig_h, target))
+        if im.width * im.height > MAX_DECODE_PIXELS:
+            raise _bomb(source)  # _open refuses these; this is the last line before decoding
         im.load()
         base = _normalise_mode(im)
+        if base.width < target[0] or base.height < target[1]:
+            target = _target_size(base.width, base.height, budget, max_side)  # never upscale
         if base.size != target:
             base = base.resize(target, Image.Resampling.LANCZOS, reducing_gap=3.0)
         if orientation in _TRANSPOSE:
@@ -239,6 +256,19 @@ def _load_path(source: str, *, base_dir: Path, max_bytes: int) -> bytes:
     return data
 
 
+def _draft_request(w: int, h: int, target: tuple[int, int]) -> tuple[int, int]:
+    """The size to ask libjpeg for: `target`, but never a decode above MAX_DECODE_PIXELS.
+
+    Draft mode picks the largest scale (1, 1/2, 1/4, 1/8) still at least the requested size, so
+    asking for the 1/n size that fits the budget caps the decode even when `target` is larger.
+    """
+    for scale in (1, 2, 4, 8):
+        size = (math.ceil(w / scale), math.ceil(h / scale))
+        if size[0] * size[1] <= MAX_DECODE_PIXELS:
+            return min(target[0], size[0]), min(target[1], size[1])
+    return math.ceil(w / 8), math.ceil(h / 8)
+
+
 def _too_big(source: str, max_bytes: int) -> ImageError:
     return ImageError(f"Image {source} is larger than {max_bytes} bytes; use a smaller file.")
 
@@ -260,14 +290,27 @@ def _open(data: bytes, source: str) -> Image.Image:
             f"Image {source} is not a JPEG, PNG, GIF or WebP file; "
             "link the image file itself, not a web page."
         ) from exc
-    if im.width * im.height > MAX_PIXELS:
+    limit = _pixel_limit(im.format)
+    if im.width * im.height > limit:
         im.close()
-        raise _bomb(source)
+        raise _bomb(source, limit)
     return im
 
 
-def _bomb(source: str) -> ImageError:
-    return ImageError(f"Image {source} has more than {MAX_PIXELS:,} pixels; use a smaller image.")
+def _pixel_limit(fmt: str | None) -> int:
+    """Most pixels a header may claim: a JPEG can be decoded reduced (see fit_image), so it may
+    be up to MAX_PIXELS; any other format is decoded whole and stays within MAX_DECODE_PIXELS.
+    An 8x reduction is libjpeg's most, so a JPEG above 64 times the budget is refused too."""
+    if fmt == "JPEG":
+        return min(MAX_PIXELS, MAX_DECODE_PIXELS * 64)
+    return MAX_DECODE_PIXELS
+
+
+def _bomb(source: str, limit: int = MAX_DECODE_PIXELS) -> ImageError:
+    return ImageError(
+        f"Image {source} has more than {limit:,} pixels; use a smaller image "
+        "(a big photo can be a JPEG, which is decoded at a reduced size)."
+    )
 
 
 def _target_size(w: int, h: int, max_pixels: int | None,
@@ -324,5 +367,11 @@ def _encode(im: Image.Image, fmt: str, icc: bytes | None, *, quality: int = 90) 
     options: dict[str, object] = {"icc_profile": icc} if icc else {}
     if fmt == "JPEG":
         options.update(quality=quality, optimize=True, progressive=True)
-    im.save(buf, fmt, **options)
+    try:
+        im.save(buf, fmt, **options)
+    except (OSError, ValueError) as exc:
+        raise ImageError(
+            f"Image of {im.width}x{im.height} pixels could not be encoded as {fmt} ({exc}); "
+            "re-save it as a smaller JPEG or PNG."
+        ) from exc
     return buf.getvalue()
