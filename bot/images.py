@@ -2,18 +2,31 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import http.client
 import io
 import math
 import os
+import re
+import socket
+import ssl as ssl_module
+import stat
 import tempfile
+import threading
 import time
+import urllib.request
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urljoin, urlsplit
 
-import requests
+import urllib3
 from PIL import Image, UnidentifiedImageError
+from requests.certs import where as _default_ca_bundle
+from urllib3.connection import HTTPConnection, HTTPSConnection
+
+from bot.netguard import AddressRefused, AllowEntry, AllowList, Unresolvable, resolve_checked
 
 BLUESKY_MAX_BYTES = 1_000_000
 X_MAX_BYTES = 5_000_000
@@ -52,9 +65,9 @@ _TRANSPOSE = {
     8: Image.Transpose.ROTATE_90,
 }
 _CHUNK = 64 * 1024
-# A read timeout is per socket read; this caps a slow-drip download overall.
-_TOTAL_DEADLINE_FACTOR = 6
 _USER_AGENT = "briefbot (hero image fetch)"
+MAX_REDIRECTS = 5
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
 
 class ImageError(Exception):
@@ -79,22 +92,29 @@ def load_image(
     base_dir: Path,
     cache_dir: Path,
     max_bytes: int = 20_000_000,
-    timeout: float = 10,
+    timeout: float = 30,
+    allow_hosts: AllowList | Iterable[str | AllowEntry] = (),
+    roots: Sequence[Path] = (),
 ) -> bytes:
     """Return the bytes of an http(s) URL or a local path, checked to be a real image.
 
-    URLs are cached in ``cache_dir`` by the sha256 of the URL so a re-run does not refetch.
-    Relative paths are resolved against ``base_dir`` (the brief's folder).
+    URLs are cached in ``cache_dir`` by the sha256 of the URL so a re-run does not refetch. A URL
+    may only reach public addresses, or the hosts and networks in ``allow_hosts`` (see
+    bot.netguard); ``timeout`` bounds the whole download, redirects included.
+    Relative paths are resolved against ``base_dir`` (the brief's folder); a path must stay
+    inside ``base_dir`` or one of ``roots`` (the brief folders) and name a regular file.
     """
     scheme = urlsplit(source).scheme.lower()
     if scheme in ("http", "https"):
-        return _load_url(source, cache_dir=cache_dir, max_bytes=max_bytes, timeout=timeout)
+        allow = allow_hosts if isinstance(allow_hosts, AllowList) else AllowList(allow_hosts)
+        return _load_url(source, cache_dir=cache_dir, max_bytes=max_bytes, timeout=timeout,
+                         allow=allow)
     if scheme:
         raise ImageError(
             f"Image source {source!r} uses the unsupported scheme {scheme!r}: "
             "use an http(s) URL or a path relative to the brief."
         )
-    return _load_path(source, base_dir=base_dir, max_bytes=max_bytes)
+    return _load_path(source, base_dir=base_dir, max_bytes=max_bytes, roots=roots)
 
 
 def fit_image(
@@ -183,7 +203,8 @@ def fit_image(
         img = base.resize((new_w, new_h), Image.Resampling.LANCZOS, reducing_gap=3.0)
 
 
-def _load_url(url: str, *, cache_dir: Path, max_bytes: int, timeout: float) -> bytes:
+def _load_url(url: str, *, cache_dir: Path, max_bytes: int, timeout: float,
+              allow: AllowList) -> bytes:
     """Fetch with bounded size and time, caching only bytes that proved to be an image."""
     cache_file = cache_dir / hashlib.sha256(url.encode()).hexdigest()
     if cache_file.is_file():
@@ -194,7 +215,7 @@ def _load_url(url: str, *, cache_dir: Path, max_bytes: int, timeout: float) -> b
         except ImageError:
             cache_file.unlink(missing_ok=True)  # corrupt cache entry: fetch again
 
-    data = _download(url, max_bytes=max_bytes, timeout=timeout)
+    data = _download(url, max_bytes=max_bytes, timeout=timeout, allow=allow)
     _check_image(data, url)
     cache_dir.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=cache_dir, prefix=".tmp-")
@@ -208,52 +229,344 @@ def _load_url(url: str, *, cache_dir: Path, max_bytes: int, timeout: float) -> b
     return data
 
 
-def _download(url: str, *, max_bytes: int, timeout: float) -> bytes:
-    deadline = time.monotonic() + timeout * _TOTAL_DEADLINE_FACTOR
-    headers = {"User-Agent": _USER_AGENT, "Accept": "image/*"}
-    try:
-        with requests.get(url, headers=headers, stream=True, timeout=(timeout, timeout)) as resp:
-            if resp.status_code >= 400:
+def _download(url: str, *, max_bytes: int, timeout: float, allow: AllowList) -> bytes:
+    """GET `url` directly (no proxy), redirects followed by hand, each hop's host checked."""
+    deadline = time.monotonic() + timeout
+    current = url
+    for _ in range(MAX_REDIRECTS + 1):
+        with _Exchange(url, current, allow=allow, timeout=timeout, deadline=deadline) as exchange:
+            resp = exchange.response
+            location = resp.headers.get("Location")
+            if resp.status in _REDIRECTS and location:
+                current = urljoin(current, location.strip())
+                continue
+            if resp.status >= 400:
                 raise ImageError(
-                    f"Image {url} answered HTTP {resp.status_code} {resp.reason}; "
+                    f"Image {url} answered HTTP {resp.status} {resp.reason}; "
                     "check the URL in the brief."
                 )
-            length = resp.headers.get("Content-Length", "")
+            if resp.status != 200:
+                raise ImageError(
+                    f"Image {url} answered HTTP {resp.status} {resp.reason}, not the image; "
+                    "link the image file itself."
+                )
+            length = resp.headers.get("Content-Length", "").strip()
             if length.isdigit() and int(length) > max_bytes:
                 raise _too_big(url, max_bytes)
-            buf = bytearray()
-            for chunk in resp.iter_content(_CHUNK):
-                buf += chunk
-                if len(buf) > max_bytes:
-                    raise _too_big(url, max_bytes)
-                if time.monotonic() > deadline:
-                    raise ImageError(
-                        f"Image {url} took too long to download; host it somewhere faster."
-                    )
-            return bytes(buf)
-    except requests.RequestException as exc:
-        raise ImageError(
-            f"Image {url} could not be fetched ({exc.__class__.__name__}: {exc}); "
+            return _read_body(exchange, max_bytes=max_bytes)
+    raise ImageError(
+        f"Image {url} redirected more than {MAX_REDIRECTS} times; link the image file itself."
+    )
+
+
+class _Exchange:
+    """One request and its response, over a connection to an address that was checked.
+
+    The connection goes to the IP address `resolve_checked` returned, never to a name resolved
+    again, while the Host header, TLS SNI and the certificate check use the URL's host name.
+    A watchdog shuts the socket at the deadline, so no slow-drip server (headers or body) keeps
+    a download going past it.
+    """
+
+    def __init__(self, url: str, current: str, *, allow: AllowList, timeout: float,
+                 deadline: float):
+        self.url, self.current = url, current
+        self.timeout, self.deadline = timeout, deadline
+        self.allow = allow
+        self.conn: HTTPConnection | None = None
+        self.watchdog: threading.Timer | None = None
+        self.expired = threading.Event()
+        self.response: urllib3.BaseHTTPResponse
+
+    def __enter__(self) -> _Exchange:
+        try:
+            self.response = self._open()
+            return self
+        except BaseException:
+            self._close()
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        self._close()
+
+    def _open(self) -> urllib3.BaseHTTPResponse:
+        url, current = self.url, self.current
+        hop = "" if current == url else f" (redirected to {current})"
+        parts = urlsplit(current)
+        scheme = parts.scheme.lower()
+        if scheme not in ("http", "https"):
+            raise ImageError(
+                f"Image {url} redirected to {current!r}, which is not an http(s) URL; "
+                "link the image file itself."
+            )
+        try:
+            host, port = parts.hostname, parts.port or (443 if scheme == "https" else 80)
+        except ValueError:
+            host, port = None, 0
+        if not host:
+            raise ImageError(f"Image {url}{hop} has no valid host; check the URL in the brief.")
+        try:
+            addresses = resolve_checked(host, port, self.allow)
+        except AddressRefused as refused:
+            raise ImageError(f"cannot fetch the hero image {url}{hop}: {refused}") from None
+        except Unresolvable as unresolvable:
+            raise ImageError(
+                f"Image {url}{hop} could not be fetched ({unresolvable}); "
+                "check the URL and your connection."
+            ) from None
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        default_port = port == (443 if scheme == "https" else 80)
+        shown = f"[{host}]" if ":" in host else host
+        headers = {
+            "Host": shown if default_port else f"{shown}:{port}",
+            "User-Agent": _USER_AGENT,
+            "Accept": "image/*",
+            "Accept-Encoding": "identity",
+            "Connection": "close",
+        }
+        try:
+            self.conn = self._connect(scheme, host, port, addresses)
+            self._arm()
+            self.conn.timeout = self._op_timeout()
+            self.conn.request("GET", target, headers=headers, preload_content=False,
+                              decode_content=False)
+            self.conn.timeout = self._op_timeout()
+            return self.conn.getresponse()
+        except ImageError:
+            raise
+        except (OSError, ValueError, http.client.HTTPException,
+                urllib3.exceptions.HTTPError) as exc:
+            raise self.failure(exc, hop) from None
+
+    def _connect(self, scheme: str, host: str, port: int,
+                 addresses: list) -> HTTPConnection:
+        proxy = _proxy_for(scheme, host)
+        error: BaseException | None = None
+        for address in addresses:
+            # Through a proxy, the tunnel goes to the checked address too, never to the name.
+            where = (proxy[0], proxy[1]) if proxy else (str(address), port)
+            options = {"port": where[1], "timeout": self._op_timeout()}
+            conn: HTTPConnection
+            if scheme == "https":
+                conn = HTTPSConnection(where[0], server_hostname=host,
+                                       cert_reqs="CERT_REQUIRED", **_ca_options(), **options)
+            else:
+                conn = HTTPConnection(where[0], **options)
+            if proxy:
+                conn.set_tunnel(str(address), port, headers=proxy[2])
+            try:
+                conn.connect()
+                return conn
+            except (OSError, ValueError, urllib3.exceptions.HTTPError) as exc:
+                conn.close()
+                error = exc
+        assert error is not None
+        raise error
+
+    def _op_timeout(self) -> float:
+        remaining = self.deadline - time.monotonic()
+        if remaining <= 0:
+            self.expired.set()
+            raise TimeoutError("deadline")
+        return min(self.timeout, remaining)
+
+    def _arm(self) -> None:
+        sock = self.conn.sock if self.conn is not None else None
+        if sock is None:
+            return
+
+        def expire() -> None:
+            self.expired.set()
+            try:  # the plain socket's shutdown: wakes a blocked read, TLS or not
+                socket.socket.shutdown(sock, socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+        self.watchdog = threading.Timer(max(0.0, self.deadline - time.monotonic()), expire)
+        self.watchdog.daemon = True
+        self.watchdog.start()
+
+    def failure(self, exc: BaseException, hop: str = "") -> ImageError:
+        if self.expired.is_set() or time.monotonic() >= self.deadline:
+            return _too_slow(self.url, self.timeout)
+        return ImageError(
+            f"Image {self.url}{hop} could not be fetched ({_describe(exc)}); "
             "check the URL and your connection."
-        ) from exc
+        )
+
+    def _close(self) -> None:
+        if self.watchdog is not None:
+            self.watchdog.cancel()
+        if self.conn is not None:
+            self.conn.close()
 
 
-def _load_path(source: str, *, base_dir: Path, max_bytes: int) -> bytes:
-    path = Path(source).expanduser()
-    if not path.is_absolute():
-        path = base_dir / path
+def _read_body(exchange: _Exchange, *, max_bytes: int) -> bytes:
+    """Read at most `max_bytes`, one socket read at a time, checking the clock after each."""
+    url, deadline, resp = exchange.url, exchange.deadline, exchange.response
+    buf = bytearray()
     try:
-        size = path.stat().st_size
-        if size > max_bytes:
+        while True:
+            chunk = resp.read1(_CHUNK)
+            # After the watchdog cut the connection, an end of data is not the image's end.
+            if time.monotonic() > deadline or exchange.expired.is_set():
+                raise _too_slow(url, exchange.timeout)
+            if not chunk:
+                return bytes(buf)
+            buf += chunk
+            if len(buf) > max_bytes:
+                raise _too_big(url, max_bytes)
+    except ImageError:
+        raise
+    except (OSError, ValueError, http.client.HTTPException,
+            urllib3.exceptions.HTTPError) as exc:
+        if time.monotonic() > deadline or exchange.expired.is_set():
+            raise _too_slow(url, exchange.timeout) from None
+        raise ImageError(
+            f"Image {url} could not be fetched ({_describe(exc)}); "
+            "check the URL and your connection."
+        ) from None
+
+
+def _too_slow(url: str, timeout: float) -> ImageError:
+    return ImageError(
+        f"Image {url} did not download within {timeout:g} s; host it somewhere faster "
+        "or raise images.timeout."
+    )
+
+
+def _describe(exc: BaseException) -> str:
+    """A short reason for a network failure, never a library object's repr."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl_module.SSLCertVerificationError):
+            return f"TLS certificate not accepted: {seen.verify_message or seen.reason}"
+        if isinstance(seen, ssl_module.SSLError):
+            return f"TLS failed: {seen.reason or seen.__class__.__name__}"
+        if isinstance(seen, TimeoutError | socket.timeout | urllib3.exceptions.TimeoutError):
+            return "no answer in time"
+        if isinstance(seen, http.client.RemoteDisconnected):
+            return "the server closed the connection without answering"
+        if isinstance(seen, http.client.IncompleteRead | urllib3.exceptions.ProtocolError):
+            return "the server closed the connection before the end of the image"
+        if isinstance(seen, http.client.HTTPException):
+            return f"not a valid HTTP answer ({seen.__class__.__name__})"
+        if isinstance(seen, OSError) and seen.strerror:
+            return seen.strerror
+        if isinstance(seen, OSError) and str(seen).startswith("Tunnel connection failed"):
+            return f"the proxy refused the connection: {str(seen).partition(': ')[2]}"
+        seen = seen.__cause__ or seen.__context__
+    return exc.__class__.__name__
+
+
+def _proxy_for(scheme: str, host: str) -> tuple[str, int, dict[str, str]] | None:
+    """The HTTP proxy the environment names for `scheme` (HTTPS_PROXY, HTTP_PROXY, ALL_PROXY,
+    NO_PROXY, as requests reads them): (host, port, CONNECT headers), or None to go direct."""
+    proxies = urllib.request.getproxies_environment()
+    chosen = proxies.get(scheme) or proxies.get("all")
+    if not chosen or urllib.request.proxy_bypass_environment(host, proxies):
+        return None
+    parts = urlsplit(chosen if "://" in chosen else f"http://{chosen}")
+    try:
+        proxy_host, proxy_port = parts.hostname, parts.port or 8080
+    except ValueError:
+        proxy_host, proxy_port = None, 0
+    if parts.scheme.lower() != "http" or not proxy_host:
+        raise ImageError(
+            f"The {scheme} proxy {redact_userinfo(chosen)} from the environment is not an "
+            "http://host:port proxy URL; fix it or unset it."
+        )
+    headers = {}
+    if parts.username is not None:
+        token = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
+        headers["Proxy-Authorization"] = "Basic " + base64.b64encode(token.encode()).decode()
+    return proxy_host, proxy_port, headers
+
+
+def redact_userinfo(url: str) -> str:
+    return re.sub(r"//[^/@]*@", "//***@", url)
+
+
+def _ca_options() -> dict[str, str]:
+    """The CA bundle requests would use: $REQUESTS_CA_BUNDLE, $CURL_CA_BUNDLE, else certifi."""
+    bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+    bundle = bundle or _default_ca_bundle()
+    return {"ca_cert_dir": bundle} if os.path.isdir(bundle) else {"ca_certs": bundle}
+
+
+def _load_path(source: str, *, base_dir: Path, max_bytes: int, roots: Sequence[Path]) -> bytes:
+    """Read a local image that lies inside the brief's folder or `roots`, regular files only.
+
+    The path is resolved (symlinks followed) and must land inside one of those folders; the file
+    is then opened without following a symlink and without blocking (a FIFO never hangs the
+    run), and checked again on the open descriptor, so nothing swapped in meanwhile is read.
+    """
+    given = Path(source).expanduser()
+    path = given if given.is_absolute() else base_dir / given
+    folders = [base_dir, *roots]
+    hint = (
+        "put the image in the brief's folder (paths are relative to it) "
+        "or add its folder to images.folders"
+    )
+    try:
+        real = path.resolve(strict=True)
+    except (OSError, RuntimeError) as exc:
+        reason = getattr(exc, "strerror", None) or "a symlink loop"
+        raise ImageError(
+            f"Image file {source!r} could not be read at {path} ({reason}); "
+            "paths are relative to the brief's folder."
+        ) from None
+    inside = [folder for folder in folders if _within(real, folder)]
+    if not inside:
+        raise ImageError(
+            f"Image file {source!r} is outside the brief folders (it is {real}); {hint}."
+        )
+    try:
+        before = os.stat(real)
+        if not stat.S_ISREG(before.st_mode):
+            raise _not_regular(source, real, before.st_mode)
+        fd = os.open(real, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0)
+                     | getattr(os, "O_CLOEXEC", 0))
+        with os.fdopen(fd, "rb") as fh:
+            opened = os.fstat(fh.fileno())
+            if not stat.S_ISREG(opened.st_mode) or (opened.st_dev, opened.st_ino) != (
+                before.st_dev, before.st_ino
+            ):
+                raise _not_regular(source, real, opened.st_mode)
+            if opened.st_size > max_bytes:
+                raise _too_big(source, max_bytes)
+            data = fh.read(max_bytes + 1)
+        if len(data) > max_bytes:
             raise _too_big(source, max_bytes)
-        data = path.read_bytes()
     except OSError as exc:
         raise ImageError(
-            f"Image file {source!r} could not be read at {path} ({exc.strerror}); "
+            f"Image file {source!r} could not be read at {real} ({exc.strerror}); "
             "paths are relative to the brief's folder."
-        ) from exc
+        ) from None
     _check_image(data, source)
     return data
+
+
+def _within(path: Path, folder: Path) -> bool:
+    try:
+        real_folder = folder.resolve()
+    except (OSError, RuntimeError):
+        return False
+    return path == real_folder or path.is_relative_to(real_folder)
+
+
+def _not_regular(source: str, real: Path, mode: int) -> ImageError:
+    kind = (
+        "a folder" if stat.S_ISDIR(mode)
+        else "a FIFO" if stat.S_ISFIFO(mode)
+        else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+        else "a socket" if stat.S_ISSOCK(mode)
+        else "not a regular file"
+    )
+    return ImageError(
+        f"Image file {source!r} at {real} is {kind}, not an image file; "
+        "point `image` at a JPEG, PNG, GIF or WebP file."
+    )
 
 
 def _draft_request(w: int, h: int, target: tuple[int, int]) -> tuple[int, int]:

@@ -93,10 +93,15 @@ class Harness(Protocol):
 # -- helpers for harness writers ------------------------------------------------------------
 
 
-def make_settings(root: Path, channels: dict[str, dict[str, Any]]) -> Settings:
-    """Settings rooted at `root` (state in `root/state`), with the given channel tables."""
+def make_settings(root: Path, channels: dict[str, dict[str, Any]],
+                  images: dict[str, Any] | None = None) -> Settings:
+    """Settings rooted at `root` (state in `root/state`), with the given channel tables (and
+    `images` table: a hero image on a loopback test server needs its `allow_hosts`)."""
     root.mkdir(parents=True, exist_ok=True)
-    config = parse_config({"state": {"dir": "state"}, "channels": channels}, "harness")
+    data: dict[str, Any] = {"state": {"dir": "state"}, "channels": channels}
+    if images is not None:
+        data["images"] = images
+    config = parse_config(data, "harness")
     return Settings(config, root / "config.toml")
 
 

@@ -163,7 +163,9 @@ def _no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _fetch(server: ImageServer, path: str, tmp_path: Path, **kwargs: object) -> bytes:
-    return load_image(server.url + path, base_dir=tmp_path, cache_dir=tmp_path / "cache", **kwargs)
+    """Fetch from the loopback test server, which the allow-list has to let through."""
+    return load_image(server.url + path, base_dir=tmp_path, cache_dir=tmp_path / "cache",
+                      allow_hosts=[server.url.removeprefix("http://")], **kwargs)
 
 
 def _check_fits(result: ProcessedImage, original: bytes, max_bytes: int) -> Image.Image:
@@ -281,7 +283,8 @@ def test_unreachable_host(tmp_path: Path) -> None:
         port = sock.getsockname()[1]
     url = f"http://127.0.0.1:{port}/gone.png"
     with pytest.raises(ImageError, match="could not be fetched") as err:
-        load_image(url, base_dir=tmp_path, cache_dir=tmp_path / "cache", timeout=2)
+        load_image(url, base_dir=tmp_path, cache_dir=tmp_path / "cache", timeout=2,
+                   allow_hosts=["127.0.0.1"])
     assert url in str(err.value)
 
 

@@ -135,8 +135,11 @@ def images_once(memo: ImageMemo | None = None) -> Iterator[ImageMemo]:
 
 
 def _load(settings: Settings, brief: Brief) -> bytes:
+    images = settings.config.images
     return load_image(str(brief.image), base_dir=brief.path.parent,
-                      cache_dir=settings.state_dir / "images")
+                      cache_dir=settings.state_dir / "images", max_bytes=images.max_bytes,
+                      timeout=images.timeout.total_seconds(), allow_hosts=images.allow_hosts,
+                      roots=settings.image_folders)
 
 
 def _unwrap(value: T | ImageError) -> T:
