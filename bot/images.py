@@ -24,6 +24,7 @@ from urllib.parse import unquote, urljoin, urlsplit
 import urllib3
 from PIL import Image, UnidentifiedImageError
 from requests.certs import where as _default_ca_bundle
+from requests.utils import requote_uri
 from urllib3.connection import HTTPConnection, HTTPSConnection
 
 from bot.netguard import AddressRefused, AllowEntry, AllowList, Unresolvable, resolve_checked
@@ -230,7 +231,8 @@ def _load_url(url: str, *, cache_dir: Path, max_bytes: int, timeout: float,
 
 
 def _download(url: str, *, max_bytes: int, timeout: float, allow: AllowList) -> bytes:
-    """GET `url` directly (no proxy), redirects followed by hand, each hop's host checked."""
+    """GET `url` with redirects followed by hand, each hop's host checked, within `timeout`
+    in all (the connection or the proxy tunnel always goes to the checked address)."""
     deadline = time.monotonic() + timeout
     current = url
     for _ in range(MAX_REDIRECTS + 1):
@@ -273,9 +275,11 @@ class _Exchange:
         self.url, self.current = url, current
         self.timeout, self.deadline = timeout, deadline
         self.allow = allow
-        self.conn: HTTPConnection | None = None
+        self.conn: _WatchedHTTPConnection | _WatchedHTTPSConnection | None = None
         self.watchdog: threading.Timer | None = None
         self.expired = threading.Event()
+        self.lock = threading.Lock()
+        self.sockets: list[socket.socket] = []
         self.response: urllib3.BaseHTTPResponse
 
     def __enter__(self) -> _Exchange:
@@ -314,7 +318,14 @@ class _Exchange:
                 f"Image {url}{hop} could not be fetched ({unresolvable}); "
                 "check the URL and your connection."
             ) from None
-        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        # As requests sends them: a path percent-encoded, a host name in its IDNA form.
+        target = requote_uri((parts.path or "/") + (f"?{parts.query}" if parts.query else ""))
+        try:
+            host = host if host.isascii() else host.encode("idna").decode("ascii")
+        except UnicodeError:
+            raise ImageError(
+                f"Image {url}{hop} has no valid host; check the URL in the brief."
+            ) from None
         default_port = port == (443 if scheme == "https" else 80)
         shown = f"[{host}]" if ":" in host else host
         headers = {
@@ -324,9 +335,9 @@ class _Exchange:
             "Accept-Encoding": "identity",
             "Connection": "close",
         }
+        self._arm()
         try:
             self.conn = self._connect(scheme, host, port, addresses)
-            self._arm()
             self.conn.timeout = self._op_timeout()
             self.conn.request("GET", target, headers=headers, preload_content=False,
                               decode_content=False)
@@ -339,19 +350,21 @@ class _Exchange:
             raise self.failure(exc, hop) from None
 
     def _connect(self, scheme: str, host: str, port: int,
-                 addresses: list) -> HTTPConnection:
+                 addresses: list) -> _WatchedHTTPConnection | _WatchedHTTPSConnection:
         proxy = _proxy_for(scheme, host)
         error: BaseException | None = None
         for address in addresses:
             # Through a proxy, the tunnel goes to the checked address too, never to the name.
             where = (proxy[0], proxy[1]) if proxy else (str(address), port)
             options = {"port": where[1], "timeout": self._op_timeout()}
-            conn: HTTPConnection
+            conn: _WatchedHTTPConnection | _WatchedHTTPSConnection
             if scheme == "https":
-                conn = HTTPSConnection(where[0], server_hostname=host,
-                                       cert_reqs="CERT_REQUIRED", **_ca_options(), **options)
+                conn = _WatchedHTTPSConnection(where[0], server_hostname=host,
+                                               cert_reqs="CERT_REQUIRED", **_ca_options(),
+                                               **options)
             else:
-                conn = HTTPConnection(where[0], **options)
+                conn = _WatchedHTTPConnection(where[0], **options)
+            conn.exchange = self
             if proxy:
                 conn.set_tunnel(str(address), port, headers=proxy[2])
             try:
@@ -371,20 +384,24 @@ class _Exchange:
         return min(self.timeout, remaining)
 
     def _arm(self) -> None:
-        sock = self.conn.sock if self.conn is not None else None
-        if sock is None:
-            return
-
-        def expire() -> None:
-            self.expired.set()
-            try:  # the plain socket's shutdown: wakes a blocked read, TLS or not
-                socket.socket.shutdown(sock, socket.SHUT_RDWR)
-            except OSError:
-                pass
-
-        self.watchdog = threading.Timer(max(0.0, self.deadline - time.monotonic()), expire)
+        """Start the watchdog: at the deadline it shuts every socket of this exchange, which
+        wakes a read blocked in a proxy tunnel, a TLS handshake, the headers or the body."""
+        self.watchdog = threading.Timer(max(0.0, self.deadline - time.monotonic()),
+                                        self._expire)
         self.watchdog.daemon = True
         self.watchdog.start()
+
+    def watch(self, sock: socket.socket) -> None:
+        with self.lock:
+            self.sockets.append(sock)
+            if self.expired.is_set():
+                _shut(sock)
+
+    def _expire(self) -> None:
+        with self.lock:
+            self.expired.set()
+            for sock in self.sockets:
+                _shut(sock)
 
     def failure(self, exc: BaseException, hop: str = "") -> ImageError:
         if self.expired.is_set() or time.monotonic() >= self.deadline:
@@ -399,6 +416,35 @@ class _Exchange:
             self.watchdog.cancel()
         if self.conn is not None:
             self.conn.close()
+
+
+class _WatchedHTTPConnection(HTTPConnection):
+    """urllib3's connection, handing its new socket to the exchange's watchdog."""
+
+    exchange: _Exchange | None = None
+
+    def _new_conn(self) -> socket.socket:
+        sock = super()._new_conn()
+        if self.exchange is not None:
+            self.exchange.watch(sock)
+        return sock
+
+
+class _WatchedHTTPSConnection(HTTPSConnection):
+    exchange: _Exchange | None = None
+
+    def _new_conn(self) -> socket.socket:
+        sock = super()._new_conn()
+        if self.exchange is not None:
+            self.exchange.watch(sock)
+        return sock
+
+
+def _shut(sock: socket.socket) -> None:
+    try:  # the plain socket's shutdown (not SSLSocket's): wakes a blocked read, TLS or not
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
+    except OSError:
+        pass
 
 
 def _read_body(exchange: _Exchange, *, max_bytes: int) -> bytes:
