@@ -579,6 +579,16 @@ def _load_path(source: str, *, base_dir: Path, max_bytes: int, roots: Sequence[P
                 before.st_dev, before.st_ino
             ):
                 raise _not_regular(source, real, opened.st_mode)
+            # Where Linux says the descriptor really is: a folder swapped for a symlink after
+            # the check above would show here.
+            where = Path(f"/proc/self/fd/{fh.fileno()}")
+            if where.is_symlink() and not any(
+                _within(where.resolve(), folder) for folder in inside
+            ):
+                raise ImageError(
+                    f"Image file {source!r} is outside the brief folders (it is "
+                    f"{where.resolve()}); {hint}."
+                )
             if opened.st_size > max_bytes:
                 raise _too_big(source, max_bytes)
             data = fh.read(max_bytes + 1)
