@@ -9,7 +9,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
+import threading
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -68,6 +70,27 @@ def _table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[An
     for row in rows:
         table.add_row(*("" if v is None else escape(str(v)) for v in row))
     Console(soft_wrap=False).print(table)
+
+
+@contextmanager
+def stopping_on_signals() -> Iterator[threading.Event]:
+    """SIGTERM (`systemctl stop`, `timeout`) or Ctrl-C: stop claiming, finish and record the
+    message in flight, then report. A second Ctrl-C interrupts at once."""
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        if stop.is_set() and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        print(f"briefbot: {signal.Signals(signum).name}: finishing the message in flight, "
+              "then stopping", file=sys.stderr, flush=True)
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield stop
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 # -- commands -------------------------------------------------------------------------------
@@ -153,7 +176,9 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
         return run_daemon(settings)
     from bot.publish import publish_due
 
-    report = publish_due(settings, parse_now(args.now), dry_run=args.dry_run)
+    with stopping_on_signals() as stop:
+        report = publish_due(settings, parse_now(args.now), dry_run=args.dry_run,
+                             should_stop=stop.is_set)
     if args.json:
         _print_json({"summary": report.summary(), "outcomes": [o.as_dict() for o in
                      report.outcomes], "problems": [p.as_dict() for p in report.problems]})
@@ -173,7 +198,8 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
                 print(f"{line}  {detail}" if detail else line)
         prefix = "dry run: " if args.dry_run else ""
         print(prefix + report.summary())
-    return EXIT_FAILED if report.failed else EXIT_OK
+    interrupted = stop.is_set() and report.count("queued")  # left for the next run
+    return EXIT_FAILED if report.failed or interrupted else EXIT_OK
 
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
@@ -250,8 +276,13 @@ def cmd_digest_send(args: argparse.Namespace, settings: Settings) -> int:
             raise UsageError(f"--period: {error}") from None
     else:
         period = period_for(now, settings.tz, settings.config.email.period_days)
-    report = send_digest(settings, period, now=now, dry_run=args.dry_run, to=args.to,
-                         channel=args.channel, progress=not args.json)
+    with stopping_on_signals() as stop:
+        report = send_digest(settings, period, now=now, dry_run=args.dry_run, to=args.to,
+                             channel=args.channel, progress=not args.json,
+                             should_stop=stop.is_set)
+    if stop.is_set() and not report.stopped:
+        report.stopped = (f"interrupted; {counted(report.pending, 'recipient')} left for the "
+                          "next run, which resumes where this one stopped")
     if args.json:
         _print_json(report.as_dict())
         return EXIT_FAILED if report.failed else EXIT_OK

@@ -172,13 +172,15 @@ def check_can_publish(settings: Settings, *, dry_run: bool = False) -> None:
         raise ConfigError("\n".join(unset))
 
 
-def publish_due(settings: Settings, now: datetime, *, dry_run: bool = False) -> RunReport:
+def publish_due(settings: Settings, now: datetime, *, dry_run: bool = False,
+                should_stop: Callable[[], bool] = lambda: False) -> RunReport:
     """One publishing run with fresh connections: what `briefbot run --once` does."""
     check_can_publish(settings, dry_run=dry_run)
     ledger = open_ledger(settings, readonly=dry_run)
     channels = open_channels(settings, dry_run=dry_run)
     try:
-        return Publisher(settings, ledger, channels).publish_due(now, dry_run=dry_run)
+        return Publisher(settings, ledger, channels, should_stop=should_stop).publish_due(
+            now, dry_run=dry_run)
     finally:
         for channel in channels.values():
             channel.close()

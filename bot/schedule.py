@@ -234,7 +234,6 @@ def run_daemon(settings: Settings) -> int:
                       misfire_grace_time=int(daemon.grace.total_seconds()) or None)
     scheduler.add_job(daemon.heartbeat, IntervalTrigger(seconds=HEARTBEAT.total_seconds()),
                       id="heartbeat", next_run_time=now)
-    daemon.digest()  # catch up on a digest missed while nobody was running
 
     def record_next_runs(_event: Any = None) -> None:
         for job_id in ("publish", "digest"):
@@ -261,6 +260,8 @@ def run_daemon(settings: Settings) -> int:
     signal.signal(signal.SIGINT, on_stop)
     if hasattr(signal, "SIGHUP"):
         signal.signal(signal.SIGHUP, lambda *_: daemon.reload())
+    # After the handlers: a SIGTERM during this catch-up stops it like any other send.
+    daemon.digest()  # catch up on a digest missed while nobody was running
     log.info("briefbot running: publish every %s, digest %r (%s); Ctrl-C to stop",
              format_duration(interval), settings.config.schedule.digest,
              settings.config.timezone)

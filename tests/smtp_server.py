@@ -8,6 +8,7 @@ here by a throwaway test CA.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import ipaddress
 import socket
@@ -47,6 +48,7 @@ class Mailbox:
     pipelining: bool = False  # offer PIPELINING (RFC 2920); aiosmtpd reads commands in order
     drop_before_data: set[int] = field(default_factory=set)
     drop_before_reply: set[int] = field(default_factory=set)
+    reply_delay: float = 0.0  # seconds before each DATA reply: a slow relay
     messages: list[Received] = field(default_factory=list)
     connections: int = 0
     recipients: int = 0
@@ -84,6 +86,8 @@ class Mailbox:
             server.transport.close()
             return "421 4.3.0 connection dropped by the test server"
         self._keep(envelope)
+        if self.reply_delay:
+            await asyncio.sleep(self.reply_delay)
         return f"250 2.0.0 Ok: queued as T{number}"
 
     def _keep(self, envelope) -> None:

@@ -113,3 +113,33 @@ def test_killed_and_restarted_sends_reach_everyone_once(project, policy, subscri
         status = json.loads(project.cli("status", "--json").stdout)
         listed = {row["recipient"] for row in status["attention"] if row["state"] == "unknown"}
         assert listed == unknown, context
+
+
+def test_sigterm_stops_a_digest_send_cleanly_and_the_next_run_finishes(project):
+    """`systemctl stop` or `timeout` mid-send: the message in flight is finished and recorded,
+    the summary printed, exit 1 (something left), nobody claimed; the next run completes."""
+    from tests.smtp_server import Mailbox
+
+    write_week_briefs(project)
+    with smtp_server(Mailbox(reply_delay=0.02)) as server:
+        smtp_project(project, server)
+        emails = add_subscribers(project, 300)
+        run = _start(project)
+        deadline = time.monotonic() + 60
+        while server.mailbox.count() < 20 and time.monotonic() < deadline:
+            time.sleep(0.005)
+        run.send_signal(signal.SIGTERM)
+        out, err = run.communicate(timeout=60)
+        assert run.returncode == 1, err
+        report = json.loads(out)
+        assert "interrupted" in report["stopped"]
+        assert 0 < report["counts"]["sent"] < 300
+        rows = ledger_rows(project)
+        assert not [r for r in rows if r.state in ("claimed", "unknown")]
+        assert len([r for r in rows if r.state == "sent"]) == server.mailbox.count()
+
+        final = _start(project)
+        out, err = final.communicate(timeout=120)
+        assert final.returncode == 0, err
+        counts = server.mailbox.per_recipient()
+    assert set(counts) == set(emails) and set(counts.values()) == {1}
