@@ -232,6 +232,11 @@ def cmd_retry(args: argparse.Namespace, settings: Settings) -> int:
     finally:
         ledger.close()
     print(f"{counted(count, 'delivery', 'deliveries')} queued to be sent on the next run")
+    if count and (args.unknown or args.key):
+        print("an unknown outcome may have gone out already: where the channel can ask the "
+              "service (Bluesky, Mastodon, X, webhooks with an id), the next run checks first; "
+              "an email is sent again with the same Message-ID, so a mail client shows one "
+              "copy even if the first one arrived", file=sys.stderr)
     return EXIT_OK if count or not args.key else EXIT_FAILED
 
 

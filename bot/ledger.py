@@ -213,6 +213,8 @@ class _Prepared:
 
 CLAIM_COLUMNS = ("campaign", "channel", "recipient", "state", "attempts", "worker",
                  "lease_until", "content_hash", "created_at", "updated_at")
+#: What a claim whose worker died says: the one unknown outcome that comes from a crash.
+CRASH_NOTE = "the worker holding this claim stopped before recording an outcome"
 OUTCOME_COLUMNS = ("state", "remote_id", "remote_url", "sent_at", "last_error",
                    "next_attempt_at", "lease_until", "updated_at")
 
@@ -484,8 +486,7 @@ class Ledger:
                 .where((deliveries.c.state == "claimed") & (
                     (deliveries.c.lease_until < now) | deliveries.c.worker.in_(gone)))
                 .values(state="unknown", updated_at=now, worker=None, lease_until=None,
-                        last_error="the worker holding this claim stopped before recording "
-                        "an outcome")
+                        last_error=CRASH_NOTE)
             ).rowcount
 
     def requeue(self, key: DeliveryKey | None = None, *, states: Iterable[str]) -> int:

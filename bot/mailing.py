@@ -92,7 +92,9 @@ class DigestReport:
 
     @property
     def failed(self) -> bool:
-        return bool(self.stopped) or any(self.counts[s] for s in ("failed", "dead", "unknown"))
+        """Something did not go out: a run that leaves work unsettled never exits 0."""
+        return bool(self.stopped) or any(self.counts[s] for s in ("failed", "dead", "unknown",
+                                                                   "busy"))
 
     @property
     def rate(self) -> float:

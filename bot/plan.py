@@ -17,7 +17,7 @@ from typing import Any
 from bot.briefs import Brief, BriefReader, Problem, Scan
 from bot.channels import Channel, open_channel
 from bot.config import Settings
-from bot.ledger import Delivery, Ledger
+from bot.ledger import CRASH_NOTE, Delivery, Ledger
 from bot.message import DeliveryKey
 from bot.redaction import redact
 from bot.timing import Period, format_duration, period_containing, period_for
@@ -134,6 +134,14 @@ def make_plan(settings: Settings, ledger: Ledger, channels: Mapping[str, Channel
     return plan
 
 
+def unknown_reason(row: Delivery) -> str:
+    """Why an outcome is unknown, in words: "after a crash" only when it was one."""
+    note = redact(row.last_error or "")
+    if not note or note.startswith(CRASH_NOTE):
+        return "outcome unknown after a crash"
+    return note if note.startswith("outcome unknown") else f"outcome unknown: {note}"
+
+
 def _order(now: datetime):
     return lambda b: (b.published_at or now + timedelta(days=36500), b.id)
 
@@ -188,11 +196,12 @@ class _Rules:
             if row.next_attempt_at and row.next_attempt_at > self.now:
                 return make("queued", "outcome unknown; sent again (unknown_policy = resend) "
                             f"at {self._when(row.next_attempt_at)}")
+            why = unknown_reason(row)
             if channel.config.unknown_policy == "skip" and not channel.can_reconcile:
-                return make("unknown", "outcome unknown after a crash: `briefbot retry` to "
-                            "send it again or `briefbot skip` to drop it")
+                return make("unknown", f"{why}: `briefbot retry {row.key}` to send it again or "
+                            f"`briefbot skip {row.key}` to drop it")
             how = "checked with the service" if channel.can_reconcile else "sent again"
-            return make("due", f"outcome unknown after a crash: {how} on the next run", "settle")
+            return make("due", f"{why}: {how} on the next run", "settle")
         if row.state == "dead":
             error = redact(row.last_error or "an error")
             return make("dead", f"gave up: {error}; `briefbot retry` after fixing the cause")

@@ -10,7 +10,7 @@ from typing import Any
 from bot.briefs import BriefReader
 from bot.config import Settings
 from bot.ledger import Delivery, Ledger
-from bot.plan import make_plan, open_for_planning, plan_digest
+from bot.plan import make_plan, open_for_planning, plan_digest, unknown_reason
 
 ATTENTION = ("unknown", "dead", "claimed", "failed")
 #: Plan states listed under "Queued": what goes out now, later, or after its publish time.
@@ -68,7 +68,8 @@ def collect_status(settings: Settings, now: datetime) -> dict[str, Any]:
         "counts": {state: counts.get(state, 0) for state in
                    ("sent", "failed", "dead", "unknown", "claimed", "skipped")}
         | {state: sum(1 for s in waiting if s["state"] == state) for state in WAITING},
-        "attention": [r.as_dict() for r in attention],
+        "attention": [{**r.as_dict(), "reason": unknown_reason(r) if r.state == "unknown"
+                       else r.last_error, "fix": how_to_settle(r)} for r in attention],
         "mailings": mailings,
         "digest": digest,
         "queued": waiting,
@@ -77,6 +78,19 @@ def collect_status(settings: Settings, now: datetime) -> dict[str, Any]:
         + [s for s in steps if s["action"] == "skip"],
         "plan": steps,
     }
+
+
+def how_to_settle(row: Delivery) -> str:
+    """The command, or the wait, that settles a delivery needing attention."""
+    key = f"'{row.key}'"
+    if row.state == "unknown":
+        return f"briefbot retry {key} sends it again; briefbot skip {key} drops it"
+    if row.state == "dead":
+        return f"fix the cause, then briefbot retry {key}"
+    if row.state == "claimed":
+        return "being sent now; if its process is gone, the next run settles it"
+    when = row.next_attempt_at.isoformat() if row.next_attempt_at else "the next run"
+    return f"retried automatically at {when}"
 
 
 def print_status(status: dict[str, Any]) -> None:
@@ -104,7 +118,7 @@ def print_status(status: dict[str, Any]) -> None:
             table.add_row(*(str(row.get(c) or "") for c in columns))
         console.print(table)
 
-    show("Needs attention", status["attention"], ["state", "key", "attempts", "last_error"])
+    show("Needs attention", status["attention"], ["state", "key", "reason", "fix"])
     show("Mailings (one delivery per recipient)", status.get("mailings", []),
          ["campaign", "channel", "recipients", *ATTENTION, "sent", "skipped"])
     show("Digest", status["digest"], ["period", "state", "reason"])

@@ -114,3 +114,41 @@ def test_resending_an_unknown_outcome_is_bounded_like_a_retry(project):
         assert "outcome stayed unknown" in (ledger.get(key).last_error or "")
     finally:
         ledger.close()
+
+
+def test_status_says_how_to_settle_and_calls_only_a_crash_a_crash(project):
+    import json
+    import socket
+    import subprocess
+    import sys
+
+    from tests.conftest import write_brief
+
+    write_brief(project.briefs, "lost.md")
+    write_brief(project.briefs, "crashed.md")
+    # A channel that cannot ask the service whether it went out: unknowns wait for an operator.
+    project.write_config(channels='[channels.flaky]\ntype = "flaky"\n')
+    settings = load_settings(project.config)
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # a process id that no longer runs
+    ledger = Ledger(settings.database_url)
+    dead_worker = Ledger(settings.database_url,
+                         worker=f"{socket.gethostname()}:{gone.pid}:abcd")
+    try:
+        lost = DeliveryKey("brief:lost", "flaky")
+        ledger.claim(lost)
+        ledger.release(lost, note="outcome unknown: the answer was lost after the request")
+        dead_worker.claim(DeliveryKey("brief:crashed", "flaky"))
+    finally:
+        ledger.close()
+        dead_worker.close()
+    project.cli("run", "--once", "--dry-run")  # reads only: the dead claim stays claimed
+    run = project.cli("run", "--once")  # settles the dead process's claim as unknown
+    assert run.returncode == 1  # unsettled work is never "all went well"
+    attention = {row["key"]: row for row in
+                 json.loads(project.cli("status", "--json").stdout)["attention"]}
+    assert attention["brief:lost|flaky"]["reason"].startswith(
+        "outcome unknown: the answer was lost")
+    assert attention["brief:crashed|flaky"]["reason"] == "outcome unknown after a crash"
+    for row in attention.values():
+        assert f"briefbot retry '{row['key']}'" in row["fix"]
