@@ -263,6 +263,27 @@ def cmd_skip(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
+def cmd_sent_log(args: argparse.Namespace, settings: Settings) -> int:
+    raise UsageError("sent-log: give an action: accept (briefbot sent-log --help)")
+
+
+def cmd_sent_log_accept(args: argparse.Namespace, settings: Settings) -> int:
+    from bot import watermark
+    from bot.ledger import open_ledger
+
+    ledger = open_ledger(settings)
+    try:
+        old, new = watermark.accept(settings, ledger)
+    finally:
+        ledger.close()
+    if new < old:
+        print(f"accepted the sent-log as it is: deliveries after #{new} (up to #{old}) are "
+              "forgotten, so briefs and digests sent since may go out again on the next run")
+    else:
+        print(f"the sent-log is up to date (#{new}); nothing to accept")
+    return EXIT_OK
+
+
 def cmd_digest(args: argparse.Namespace, settings: Settings) -> int:
     raise UsageError("digest: give an action: send (briefbot digest --help)")
 
@@ -494,6 +515,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("skip", cmd_skip, "Mark a brief (all channels) or one delivery as never to be "
                 "sent.", "briefbot skip my-brief-id\n  briefbot skip 'brief:my-brief|outbox'")
     p.add_argument("key", help="a brief id, or a delivery key")
+
+    p = command("sent-log", cmd_sent_log, "The sent-log itself: after restoring it from a "
+                "backup, accept it as it is.", "briefbot sent-log accept")
+    actions = p.add_subparsers(dest="action", metavar="ACTION")
+    q = actions.add_parser("accept", help="Take a restored or truncated sent-log as it is "
+                           "(what was sent after the backup may go out again).",
+                           description="Runs refuse to send from a sent-log that holds less "
+                           "than it once did. Accept it as it is now.",
+                           epilog="Example:\n  briefbot sent-log accept",
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+    q.set_defaults(handler=cmd_sent_log_accept)
+    _config_option(q)
 
     p = command("digest", cmd_digest, "The weekly digest email.",
                 "briefbot digest send --dry-run\n  briefbot digest send --period 2026-W48")

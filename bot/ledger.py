@@ -624,6 +624,13 @@ class Ledger:
         for row in rows:
             yield _row(row)
 
+    def max_id(self) -> int:
+        """The highest delivery row id: it only grows while nothing is lost (`bot.watermark`)."""
+        if self.readonly and not self.exists:
+            return 0
+        with self._tx() as conn:
+            return int(conn.execute(select(func.max(deliveries.c.id))).scalar() or 0)
+
     def counts(self) -> dict[str, int]:
         if self.readonly and not self.exists:
             return {}

@@ -30,6 +30,7 @@ from email.utils import parseaddr
 from functools import cache
 from typing import Any
 
+from bot import watermark
 from bot.channels import Channel
 from bot.config import Settings
 from bot.delivery import DeliveryStep, Prior, Result
@@ -169,6 +170,7 @@ def mail(settings: Settings, channels: list[Channel], campaign: str, prepared: P
     """Mail `prepared` to every active subscriber through each channel, sharing one ledger."""
     ledger = open_ledger(settings)
     try:
+        watermark.guard(settings, ledger)
         subscribers = Subscribers(ledger)
         ledger.expire_leases()
         report.recipients = subscribers.count("active")
@@ -176,6 +178,7 @@ def mail(settings: Settings, channels: list[Channel], campaign: str, prepared: P
             Mailing(settings, ledger, subscribers, channel, campaign, prepared,
                     now=report.now, report=report, should_stop=should_stop,
                     progress=progress).run()
+        watermark.guard(settings, ledger)
     finally:
         ledger.close()
 

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from bot import watermark
 from bot.briefs import Brief, BriefReader, Problem
 from bot.channels import (
     Channel,
@@ -179,8 +180,13 @@ def publish_due(settings: Settings, now: datetime, *, dry_run: bool = False,
     ledger = open_ledger(settings, readonly=dry_run)
     channels = open_channels(settings, dry_run=dry_run)
     try:
-        return Publisher(settings, ledger, channels, should_stop=should_stop).publish_due(
+        if not dry_run:
+            watermark.guard(settings, ledger)
+        report = Publisher(settings, ledger, channels, should_stop=should_stop).publish_due(
             now, dry_run=dry_run)
+        if not dry_run:
+            watermark.guard(settings, ledger)
+        return report
     finally:
         for channel in channels.values():
             channel.close()

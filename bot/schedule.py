@@ -17,6 +17,7 @@ from typing import Any
 
 from apscheduler.triggers.base import BaseTrigger
 
+from bot import watermark
 from bot.config import ConfigError, Settings
 from bot.ledger import Ledger, wall_clock
 from bot.message import DeliveryKey
@@ -122,7 +123,12 @@ class Daemon:
         try:
             self.ledger.record_job(name, last_started_at=now)
             try:
+                watermark.guard(self.settings, self.ledger)
                 outcome = work(now)
+                watermark.guard(self.settings, self.ledger)
+            except ConfigError as error:  # a sent-log restored from a backup: say so, send none
+                log.error("%s: %s", name, error)
+                outcome = f"error: {error}"
             except Exception as error:  # noqa: BLE001 - a failed run must not kill the daemon
                 log.exception("%s failed", name)
                 outcome = f"error: {error}"

@@ -97,3 +97,32 @@ def test_sigkill_at_twenty_points_loses_nothing(project, policy):
         assert set(flaky) == campaigns and not unknown
         duplicates = sum(n - 1 for n in flaky.values())
         assert duplicates <= kills
+
+
+def test_a_sent_log_restored_from_an_old_backup_refuses_to_send_again(project):
+    import shutil
+
+    from bot.config import load_settings
+    from tests.conftest import write_brief
+
+    write_brief(project.briefs, "first.md")
+    assert project.cli("run", "--once").returncode == 0
+    database = load_settings(project.config).state_dir / "ledger.sqlite3"
+    backup = project.root / "backup.sqlite3"
+    shutil.copy(database, backup)  # a backup with the first brief in it
+    write_brief(project.briefs, "second.md", published_at="2026-11-21T09:00:00Z")
+    write_brief(project.briefs, "third.md", published_at="2026-11-22T09:00:00Z")
+    assert project.cli("run", "--once").returncode == 0
+    assert len(project.outbox()) == 3
+
+    for suffix in ("-wal", "-shm"):
+        (database.parent / f"{database.name}{suffix}").unlink(missing_ok=True)
+    shutil.copy(backup, database)  # the disk died; last night's copy comes back
+    refused = project.cli("run", "--once")
+    assert refused.returncode == 2
+    assert "restored from a backup or truncated" in refused.stderr
+    assert "briefbot sent-log accept" in refused.stderr
+    assert len(project.outbox()) == 3  # nothing posted a second time
+
+    assert project.cli("sent-log", "accept").returncode == 0
+    assert project.cli("run", "--once").returncode == 0  # the operator chose to go on
