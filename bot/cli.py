@@ -159,7 +159,8 @@ def _local(moment: datetime | None, tz: Any) -> str:
 
 def _cell(state: str, reason: str) -> str:
     """A plan state for a table cell: the state, and for the ones that wait, why."""
-    return f"{state}: {reason}" if state in ("queued", "blocked", "unknown", "dead") else state
+    waits = ("queued", "blocked", "held", "unknown", "dead")
+    return f"{state}: {reason}" if state in waits else state
 
 
 def cmd_config(args: argparse.Namespace, settings: Settings) -> int:

@@ -106,6 +106,16 @@ heartbeats = Table(
     Column("stopped_at", DateTime(timezone=True)),
 )
 
+# Which brief first went out with a source URL: a brief renamed (or whose `id` changed) is not
+# taken for a new one by surprise (`bot.plan`). New tables need no migration.
+sources = Table(
+    "brief_sources",
+    metadata,
+    Column("source_url", String(2000), primary_key=True),
+    Column("brief", String(300), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
 # Each entry upgrades the schema from version N-1 to N; `metadata.create_all` makes new tables.
 MIGRATIONS: dict[int, Callable[[Any], None]] = {}
 
@@ -623,6 +633,22 @@ class Ledger:
             rows = conn.execute(query).all()
         for row in rows:
             yield _row(row)
+
+    def remember_source(self, source_url: str, brief_id: str) -> None:
+        """Note the brief that first went out with `source_url` (the first one stays)."""
+        statement = self._insert(sources).values(
+            source_url=source_url[:2000], brief=brief_id, created_at=self.clock(),
+        ).on_conflict_do_nothing(index_elements=["source_url"])
+        with self._tx() as conn:
+            conn.execute(statement)
+
+    def known_sources(self) -> dict[str, str]:
+        """Source URL → the brief that first went out with it."""
+        if self.readonly and not self.exists:
+            return {}
+        with self._tx() as conn:
+            return {url: brief for url, brief in conn.execute(
+                select(sources.c.source_url, sources.c.brief))}
 
     def max_id(self) -> int:
         """The highest delivery row id: it only grows while nothing is lost (`bot.watermark`)."""

@@ -31,6 +31,7 @@ STATES = (
     "unknown",    # a send whose outcome is not known; an operator decides
     "dead",       # gave up; `briefbot retry` after fixing the cause
     "blocked",    # the brief has a problem that keeps it from going out
+    "held",       # its source URL already went out as another brief: renamed, or a repost?
     "scheduled",  # publish time still ahead
     "skipped",    # recorded as never to be sent (backfill, an operator)
     "changed",    # sent, and the brief was edited since; not re-posted
@@ -126,7 +127,7 @@ def make_plan(settings: Settings, ledger: Ledger, channels: Mapping[str, Channel
     """The plan at `now` for `channels` (the enabled ones, opened), read against the ledger."""
     briefs = sorted(scan.briefs, key=_order(now))
     plan = Plan(now=now, briefs=briefs, problems=list(scan.problems), channels=list(channels))
-    rules = _Rules(settings, ledger, now)
+    rules = _Rules(settings, ledger, now, ledger.known_sources())
     for channel in channels.values():
         rows = ledger.for_channel(channel.name, "brief:") if channel.posts_briefs else {}
         steps = [rules.step(brief, channel, rows.get(f"brief:{brief.id}")) for brief in briefs]
@@ -147,7 +148,9 @@ def _order(now: datetime):
 
 
 class _Rules:
-    def __init__(self, settings: Settings, ledger: Ledger, now: datetime):
+    def __init__(self, settings: Settings, ledger: Ledger, now: datetime,
+                 sources: Mapping[str, str]):
+        self.sources = sources
         self.settings = settings
         self.publish = settings.config.publish
         self.statuses = settings.config.briefs.published_statuses
@@ -174,6 +177,11 @@ class _Rules:
         if brief.published_at > self.now:
             return make("scheduled", f"goes out after {self._when(brief.published_at)}")
         if row is None:
+            first = self.sources.get(brief.source_url or "")
+            if first and first != brief.id and not brief.extra.get("repost"):
+                return make("held", f"its source URL already went out as brief {first!r}: if "
+                            f"this brief was renamed, give it `id: {first}`; if it is a new "
+                            "item, add `repost: true`")
             window = self.publish.backfill
             if window != "all" and brief.published_at < self.now - window:
                 return make("skipped", "published before the backfill window when the bot "

@@ -152,6 +152,8 @@ class Publisher:
             lambda: channel.render(brief, step.key), content_hash=brief.content_hash, send=send)
         if result.state == "elsewhere":
             return  # another worker has it: its outcome is its own to report
+        if result.state == "sent" and brief.source_url:
+            self.ledger.remember_source(brief.source_url, brief.id)
         url = result.receipt.url if result.receipt else None
         message = result.message if result.state == "sent" else None
         report.add(brief, channel, result.state, result.detail, url, message)

@@ -137,3 +137,26 @@ def test_status_shows_a_digest_as_sent_or_partial(project):
                                     check=True).stdout)
     assert status["digest"][1]["state"] == "sent"
     assert "sent to 2 subscribers" in status["digest"][1]["reason"]
+
+
+def test_a_renamed_brief_is_held_not_posted_again(project):
+    first = write_brief(project.briefs, "pilot.md", url="https://example.org/story")
+    assert project.cli("run", "--once", "--now", NOW).returncode == 0
+    assert len(project.outbox()) == 1
+    first.rename(project.briefs / "pilot-renamed.md")  # the id comes from the file name
+
+    run = project.cli("run", "--once", "--now", NOW)
+    assert len(project.outbox()) == 1  # not posted a second time
+    listed = {row["id"]: row for row in
+              json.loads(project.cli("list", "--json", "--now", NOW).stdout)}
+    held = listed["pilot-renamed"]
+    assert held["state"] == "held"
+    assert "already went out as brief 'pilot'" in held["reason"]
+    assert "id: pilot" in held["reason"] and "repost: true" in held["reason"]
+    assert run.returncode == 0
+
+    # A new item that really shares the link says so, and goes out.
+    write_brief(project.briefs, "follow-up.md", url="https://example.org/story",
+                extra="repost: true\n")
+    assert project.cli("run", "--once", "--now", NOW).returncode == 0
+    assert len(project.outbox()) == 2
