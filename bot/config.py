@@ -143,7 +143,7 @@ class ChannelConfig(BaseModel):
 
     type: str
     enabled: bool = True
-    unknown_policy: Literal["skip", "resend"] = "skip"
+    unknown_policy: Literal["skip", "resend"] | None = None  # None: the adapter's default
     max_per_run: int | None = Field(None, ge=1)
     min_gap: Duration | None = None
 

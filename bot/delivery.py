@@ -61,7 +61,7 @@ class DeliveryStep:
         self.channel = channel
         self.publish = publish
         self.rng = rng
-        self.policy = channel.config.unknown_policy
+        self.policy = channel.unknown_policy
         self._renewer = _LeaseRenewer(ledger)
 
     def deliver(self, key: DeliveryKey, prior: Prior | None, now: datetime,

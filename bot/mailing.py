@@ -93,9 +93,9 @@ class DigestReport:
 
     @property
     def failed(self) -> bool:
-        """Something did not go out: a run that leaves work unsettled never exits 0."""
-        return bool(self.stopped) or any(self.counts[s] for s in ("failed", "dead", "unknown",
-                                                                   "busy"))
+        """Something did not go out. `busy` is not: it is another live worker's share (the
+        claims of a dead one became unknown when this run started)."""
+        return bool(self.stopped) or any(self.counts[s] for s in ("failed", "dead", "unknown"))
 
     @property
     def rate(self) -> float:
@@ -251,7 +251,7 @@ class Mailing:
         self.report = report
         self.should_stop = should_stop
         self.progress = progress
-        self.policy = channel.config.unknown_policy
+        self.policy = channel.unknown_policy
         self.stop = threading.Event()
         self.crashed: Exception | None = None
         self.email = settings.config.email

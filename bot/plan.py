@@ -205,7 +205,7 @@ class _Rules:
                 return make("queued", "outcome unknown; sent again (unknown_policy = resend) "
                             f"at {self._when(row.next_attempt_at)}")
             why = unknown_reason(row)
-            if channel.config.unknown_policy == "skip" and not channel.can_reconcile:
+            if channel.unknown_policy == "skip" and not channel.can_reconcile:
                 return make("unknown", f"{why}: `briefbot retry {row.key}` to send it again or "
                             f"`briefbot skip {row.key}` to drop it")
             how = "checked with the service" if channel.can_reconcile else "sent again"

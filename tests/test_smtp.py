@@ -223,3 +223,9 @@ def test_posts_briefs_only_with_single_brief_email(tmp_path):
     assert SmtpChannel("mail", settings.config.channels["mail"], settings).posts_briefs
     assert not channel(tmp_path).posts_briefs
     assert SmtpChannel.sends_digest
+
+
+def test_an_unknown_email_is_resent_by_default_and_that_can_be_changed(tmp_path):
+    # SMTP cannot be asked whether it went out: resending (same Message-ID) loses nobody.
+    assert channel(tmp_path).unknown_policy == "resend"
+    assert channel(tmp_path, unknown_policy="skip").unknown_policy == "skip"

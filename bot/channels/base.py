@@ -56,6 +56,14 @@ class Channel:
     def send(self, message: Message) -> Receipt:
         raise NotImplementedError
 
+    #: What to do with an unknown outcome `reconcile` cannot settle, unless configured:
+    #: leave it to an operator ("skip"), or send it again ("resend", bounded like a retry).
+    default_unknown_policy: ClassVar[str] = "skip"
+
+    @property
+    def unknown_policy(self) -> str:
+        return self.config.unknown_policy or self.default_unknown_policy
+
     #: Concurrent sends a mailing may run through this channel (SMTP: its connections).
     connections: int = 1
 

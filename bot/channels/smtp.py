@@ -118,6 +118,10 @@ class SmtpChannel(Channel):
     Options = SmtpOptions
     sends_digest: ClassVar[bool] = True
     fans_out: ClassVar[bool] = True
+    # SMTP cannot be asked whether a message went out. Resending loses nobody, and the copy has
+    # the same Message-ID, which mail clients and many servers fold into one; leaving it to an
+    # operator would leave a reader without the issue after every crash mid-send.
+    default_unknown_policy: ClassVar[str] = "resend"
     posts_briefs: bool = False  # per instance: on when `email.single_brief_email` is
 
     def __init__(self, name, config, settings):
