@@ -8,12 +8,14 @@ bad file never hides the others.
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import hashlib
 import os
 import re
+import stat as stat_mode
 import unicodedata
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, tzinfo
 from pathlib import Path
@@ -37,17 +39,44 @@ ALIASES = {
     "keywords": "tags",
     "lang": "language",
 }
+# `_..placeholder.._` within one line. The lookahead finds the closing `_` first, so each `_`
+# scans only up to the next one: linear, where `_[^_\n]*placeholder[^_\n]*_` was quadratic on a
+# long line with no closing `_`. It matches exactly the same spans.
 PLACEHOLDER = re.compile(
-    r"_[^_\n]*placeholder[^_\n]*_|\bTODO\b|\bTBD\b|\blorem ipsum\b", re.IGNORECASE
+    r"_(?=[^_\n]*_)[^_\n]*?placeholder[^_\n]*_|\bTODO\b|\bTBD\b|\blorem ipsum\b",
+    re.IGNORECASE,
 )
-HERO_COMMENT = re.compile(r"<!--\s*HERO_IMAGE\s*:?(.*?)-->", re.DOTALL)
+# The head of a `<!-- HERO_IMAGE: ... -->` comment; its end is found with str.find (see
+# `_hero_comments`), as a lazy `(.*?)-->` rescans the rest of the text from every unclosed head.
+HERO_HEAD = re.compile(r"<!--\s*HERO_IMAGE\s*:?")
+# A Markdown link `[text](url)`, the url with at most one level of parentheses. Neither part can
+# run into the next link's brackets, so every attempt scans its own stretch of text only.
+LINK = re.compile(r"\[([^\[\]]*)\]\([^()\s]*(?:\([^()\s]*\)[^()\s]*)*\)")
+LIST_MARK = re.compile(r"^[^\S\n]*(?:[-*+]|\d+\.)\s+", re.MULTILINE)
 CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b\u2028\u2029]")
 RUN_ON = re.compile(r"([a-z]{2}[.!?])([A-Z][a-z])")
 SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\"“'‘(\[A-Z0-9])")
 IMAGE_SUFFIX = re.compile(r"\.(jpe?g|png|gif|webp|avif)$", re.IGNORECASE)
 SUMMARY_LIMIT = 300
+# A publish time must fall in these years (in UTC): far enough from datetime's limits that
+# converting it to any timezone, or adding a digest period to it, cannot overflow.
+MIN_YEAR, MAX_YEAR = 1900, 8999
+
+
 # libyaml's loader when PyYAML was built with it: the same safe subset, several times faster.
-YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+class YAML_LOADER(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # noqa: N801
+    """A timestamp YAML cannot build (`2026-02-30`, year 0) stays text, so the reader reports
+    it as a `bad-date` of its field rather than refusing the whole front matter."""
+
+
+def _timestamp(loader: Any, node: yaml.Node) -> Any:
+    try:
+        return yaml.constructor.SafeConstructor.construct_yaml_timestamp(loader, node)
+    except (ValueError, OverflowError):
+        return loader.construct_scalar(node)
+
+
+YAML_LOADER.add_constructor("tag:yaml.org,2002:timestamp", _timestamp)
 
 
 @dataclass(frozen=True)
@@ -178,9 +207,16 @@ class BriefReader:
             ]
         else:
             try:
-                data = path.read_bytes()
+                data = _read_regular(name, self.max_bytes)
             except OSError as error:
                 return None, [_problem(path, "unreadable", f"cannot read ({error.strerror})")]
+            if data is None:
+                return None, [_not_regular(path)]
+            if len(data) > self.max_bytes:  # grew after the stat: read again on the next scan
+                return None, [_problem(path, "too-large", f"file is over the "
+                                       f"{self.max_bytes:,}-byte cap; a brief is short text: "
+                                       "move large content elsewhere or raise "
+                                       "briefs.max_file_bytes")]
             digest = hashlib.sha256(data).hexdigest()
             key = f"{name}\0{digest}"
             result = self._by_hash.get(key) or self.parse(path, data, digest)
@@ -218,11 +254,33 @@ class Scan:
         return any(p.severity == "error" for p in self.problems)
 
 
+def _read_regular(name: str, limit: int) -> bytes | None:
+    """At most `limit + 1` bytes of a regular file; None, without reading, for anything else.
+    O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer forever."""
+    fd = os.open(name, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    try:
+        if not stat_mode.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        with os.fdopen(fd, "rb", closefd=False) as file:
+            return file.read(limit + 1)
+    finally:
+        os.close(fd)
+
+
+def _not_regular(path: Path | str, why: str = "not a regular file") -> Problem:
+    return _problem(path, "not-regular-file", f"{why}; skipped without opening it: a brief "
+                    "must be a plain file inside a briefs folder, so replace it with one or "
+                    "remove it")
+
+
 def brief_files(paths: Iterable[Path], problems: list[Problem]) -> list[tuple[str, os.stat_result]]:
-    """Brief files under `paths` with their stat, sorted; plain strings keep rescans cheap."""
+    """Brief files under `paths` with their stat, sorted; plain strings keep rescans cheap.
+
+    Only regular files are listed: a FIFO, a device, a socket, or a symlink to one of them or
+    to anywhere outside the folder being listed is a `not-regular-file` problem instead."""
     files: list[tuple[str, os.stat_result]] = []
 
-    def walk(folder: str) -> None:
+    def walk(folder: str, root: str) -> None:
         try:
             entries = sorted(os.scandir(folder), key=lambda e: e.name)
         except OSError as error:
@@ -232,18 +290,30 @@ def brief_files(paths: Iterable[Path], problems: list[Problem]) -> list[tuple[st
             if entry.name.startswith("."):
                 continue
             if entry.is_dir(follow_symlinks=False):  # no symlink loops
-                walk(entry.path)
+                walk(entry.path, root)
             elif os.path.splitext(entry.name)[1].lower() in BRIEF_SUFFIXES:
                 try:
-                    files.append((entry.path, entry.stat()))
+                    found = entry.stat()
                 except OSError:
                     continue
+                if entry.is_symlink():
+                    target = os.path.realpath(entry.path)
+                    if os.path.commonpath([root, target]) != root:
+                        problems.append(_not_regular(entry.path, "a symlink to outside the "
+                                                     "briefs folder"))
+                        continue
+                if not stat_mode.S_ISREG(found.st_mode):
+                    problems.append(_not_regular(entry.path))
+                    continue
+                files.append((entry.path, found))
 
     for path in paths:
         if path.is_dir():
-            walk(str(path))
+            walk(str(path), os.path.realpath(path))
         elif path.is_file():
             files.append((str(path), path.stat()))
+        elif path.exists():
+            problems.append(_not_regular(path))
         else:
             problems.append(
                 _problem(path, "not-found", "no such file or folder; check the path or "
@@ -360,9 +430,11 @@ def _parse(
             problems.append(_problem(path, code, f"no {what}; add one", severity=soft, field=key))
 
     image = text_field("image")
-    for match in HERO_COMMENT.finditer(text):
-        value = match.group(1).strip()
-        line = text.count("\n", 0, match.start()) + 1
+    line, counted = 1, 0
+    for start, value in _hero_comments(text):
+        value = value.strip()
+        line += text.count("\n", counted, start)  # from the previous comment on: linear
+        counted = start
         if _looks_like_image_ref(value):
             image = image or value
         else:
@@ -372,9 +444,10 @@ def _parse(
                          line=line)
             )
 
+    section_at = _section_finder(section_lines)
     for number, line_text in enumerate(lines, start=1):
         for match in PLACEHOLDER.finditer(line_text):
-            section = _section_at(section_lines, number)
+            section = section_at(number)
             problems.append(
                 _problem(path, "placeholder", f"placeholder {match.group(0)!r} in "
                          f"{section or 'the text'}; replace it with real text", severity=soft,
@@ -450,7 +523,7 @@ def _read_front_matter(
             return None, lines_of, i, problems
         block = "\n".join(lines[i + 1 : end])
         try:
-            loaded = yaml.load(block, Loader=YAML_LOADER) if block.strip() else {}
+            loaded, key_lines, alias = _load_yaml(block) if block.strip() else ({}, {}, None)
         except yaml.YAMLError as error:
             mark = getattr(error, "problem_mark", None)
             where = i + 2 + mark.line if mark else i + 1
@@ -462,6 +535,14 @@ def _read_front_matter(
             problems.append(_problem(path, "yaml-invalid", f"front matter has a bad value "
                                      f"({error}); quote it", line=i + 1))
             return None, lines_of, end + 1, problems
+        if alias is not None:
+            key, where = alias
+            problems.append(_problem(
+                path, "yaml-alias", "front matter uses a YAML alias (`*name`, or a `<<` merge "
+                "of one); write the value out in full: aliases are refused because a few "
+                "lines of them can expand into billions of values",
+                field=key, line=i + 2 + where))
+            return None, lines_of, end + 1, problems
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):
@@ -470,7 +551,8 @@ def _read_front_matter(
             return None, lines_of, end + 1, problems
         for raw_key, value in loaded.items():
             key = normalise_key(raw_key)
-            line = _key_line(lines, i + 1, end, raw_key)
+            line = key_lines.get(str(raw_key))
+            line = None if line is None else i + 2 + line
             if key in meta and not _same(key, meta[key], value, tz):
                 problems.append(_problem(
                     path, "front-matter-conflict",
@@ -482,10 +564,43 @@ def _read_front_matter(
         i = end + 1
 
 
-def _key_line(lines: list[str], start: int, end: int, raw_key: Any) -> int | None:
-    prefix = f"{raw_key}:"
-    return next((j + 1 for j in range(start, end) if lines[j].lstrip("'\"").startswith(prefix)),
-                None)
+def _load_yaml(block: str) -> tuple[Any, dict[str, int], tuple[str | None, int] | None]:
+    """One YAML document → (value, line in the block of each top-level key, alias).
+
+    `alias` is (key, line) of the first top-level entry that uses an alias, and then nothing
+    is built: the composed node graph is walked once, each node visited once, so a billion
+    laughs costs its size in lines, never its expansion."""
+    loader = YAML_LOADER(block)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None, {}, None
+        key_lines: dict[str, int] = {}
+        seen: set[int] = set()
+        entries: list[tuple[yaml.Node | None, yaml.Node]] = [(None, node)]
+        if isinstance(node, yaml.MappingNode):
+            seen.add(id(node))
+            entries = list(node.value)
+            for key_node, _ in entries:
+                if isinstance(key_node, yaml.ScalarNode):
+                    key_lines.setdefault(str(key_node.value), key_node.start_mark.line)
+        for key_node, value_node in entries:
+            stack = [value_node] if key_node is None else [key_node, value_node]
+            while stack:
+                current = stack.pop()
+                if id(current) in seen:
+                    key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
+                    where = (key_node or current).start_mark.line
+                    return None, key_lines, (normalise_key(key) if key else None, where)
+                seen.add(id(current))
+                if isinstance(current, yaml.SequenceNode):
+                    stack.extend(current.value)
+                elif isinstance(current, yaml.MappingNode):
+                    for pair in current.value:
+                        stack.extend(pair)
+        return loader.construct_document(node), key_lines, None
+    finally:
+        loader.dispose()
 
 
 def _same(key: str, a: Any, b: Any, tz: tzinfo) -> bool:
@@ -514,12 +629,20 @@ def to_datetime(value: Any, tz: tzinfo) -> datetime:
         try:
             moment = datetime.fromisoformat(value.strip())
         except ValueError:
-            raise ValueError(f"{value!r} is not a valid date and time") from None
+            raise ValueError(f"{_show(value)} is not a valid date and time") from None
     else:
-        raise ValueError(f"{value!r} is not a date and time")
+        raise ValueError(f"{_show(value)} is not a date and time")
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=tz)
-    return moment.astimezone(UTC)
+    try:
+        moment = moment.astimezone(UTC)
+    except (OverflowError, ValueError):
+        moment = None
+    if moment is None or not MIN_YEAR <= moment.year <= MAX_YEAR:
+        shown = repr(value.isoformat()) if isinstance(value, date) else _show(value)
+        raise ValueError(f"{shown} is out of range: a publish time must fall in the "
+                         f"years {MIN_YEAR} to {MAX_YEAR} (UTC)")
+    return moment
 
 
 def _sections(lines: list[str], start: int) -> tuple[dict[str, str], dict[str, int]]:
@@ -539,17 +662,52 @@ def _sections(lines: list[str], start: int) -> tuple[dict[str, str], dict[str, i
     return text, section_lines
 
 
-def _section_at(section_lines: dict[str, int], line: int) -> str | None:
-    before = [(start, name) for name, start in section_lines.items() if start < line]
-    return max(before)[1] if before else None
+def _section_finder(section_lines: dict[str, int]) -> Callable[[int], str | None]:
+    """line → the section it is in: a bisection, not a pass over every heading per line."""
+    starts = sorted((start, name) for name, start in section_lines.items())
+    numbers = [start for start, _ in starts]
+
+    def section_at(line: int) -> str | None:
+        index = bisect.bisect_left(numbers, line)
+        return starts[index - 1][1] if index else None
+
+    return section_at
+
+
+def _hero_comments(text: str) -> Iterable[tuple[int, str]]:
+    """(offset, contents) of each `<!-- HERO_IMAGE: ... -->`, in one pass over the text."""
+    position = 0
+    while (start := text.find("<!--", position)) != -1:
+        head = HERO_HEAD.match(text, start)
+        if head is None:
+            position = start + 4
+            continue
+        end = text.find("-->", head.end())
+        if end == -1:
+            return  # nothing after this is closed either
+        yield start, text[head.end() : end]
+        position = end + 3
+
+
+def _strip_comments(text: str) -> str:
+    """`<!-- ... -->` comments replaced by a space, in one pass (no lazy regex rescans)."""
+    parts, position = [], 0
+    while (start := text.find("<!--", position)) != -1:
+        end = text.find("-->", start + 4)
+        if end == -1:
+            break
+        parts += [text[position:start], " "]
+        position = end + 3
+    parts.append(text[position:])
+    return "".join(parts)
 
 
 def summarise(text: str, limit: int = SUMMARY_LIMIT) -> str:
     """The first sentence or two, with run-ons such as `everyone.The` split."""
-    plain = PLACEHOLDER.sub(" ", re.sub(r"<!--.*?-->", " ", text, flags=re.DOTALL))
-    plain = re.sub(r"^\s*(?:[-*+]|\d+\.)\s+", "", plain, flags=re.MULTILINE)
+    plain = PLACEHOLDER.sub(" ", _strip_comments(text))
+    plain = LIST_MARK.sub("", plain)
     plain = re.sub(r"[*_`]+", "", plain)
-    plain = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", plain)
+    plain = LINK.sub(r"\1", plain)
     plain = clean_text(RUN_ON.sub(r"\1 \2", plain))
     if not plain:
         return ""
