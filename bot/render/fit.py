@@ -257,8 +257,15 @@ def fit_post(rules: NetworkRules, *, title: str, url: str, hashtags: Iterable[st
 
     cut: list[str] = []
     text, starts = build(title)
-    while not rules.fits(text) and tags:
-        cut.append(f"dropped hashtag {tags.pop()}")
+    if not rules.fits(text) and tags:
+        # The most leading hashtags that fit, by bisection: a few layouts, not one per tag.
+        every, keep, hi = list(tags), 0, len(tags) - 1
+        while keep < hi:
+            mid = (keep + hi + 1) // 2
+            tags[:] = every[:mid]
+            keep, hi = (mid, hi) if rules.fits(build(title)[0]) else (keep, mid - 1)
+        tags[:] = every[:keep]
+        cut += [f"dropped hashtag {tag}" for tag in reversed(every[keep:])]
         text, starts = build(title)
     if not rules.fits(text) and extra_text:
         extra_text = ""
