@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import signal
 import sys
 import threading
@@ -38,8 +39,19 @@ Start here:
 """
 
 
+# What a terminal would act on rather than show: a whole CSI sequence (`ESC [ ... m`), or any
+# other C0/C1 control character (ESC, BEL, CR, ...) except newline and tab.
+TERMINAL_CONTROL = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
 class UsageError(Exception):
     pass
+
+
+def _plain(text: Any) -> str:
+    """Text from briefs (file names, ids, titles, post text) made safe to print: no terminal
+    control sequences, so a brief cannot clear the screen or fake output."""
+    return TERMINAL_CONTROL.sub("", str(text))
 
 
 def parse_now(value: str | None) -> datetime:
@@ -47,9 +59,9 @@ def parse_now(value: str | None) -> datetime:
         return datetime.now(UTC)
     try:
         moment = datetime.fromisoformat(value)
-    except ValueError:
+        return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC)
+    except (ValueError, OverflowError):
         raise UsageError(f"--now {value!r}: write ISO 8601, such as 2026-11-28T09:00:00Z") from None
-    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC)
 
 
 def _print_json(data: Any) -> None:
@@ -67,9 +79,9 @@ def _table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[An
     table = Table(title=title, show_lines=False, header_style="bold")
     for column in columns:
         table.add_column(column, overflow="fold", no_wrap=column in whole)
-    for row in rows:
-        table.add_row(*("" if v is None else escape(str(v)) for v in row))
-    Console(soft_wrap=False).print(table)
+    for row in rows:  # cells are text, never markup: a title `[/]` or `[bold]` shows as written
+        table.add_row(*("" if v is None else escape(_plain(v)) for v in row))
+    Console(soft_wrap=False, emoji=False).print(table)
 
 
 @contextmanager
@@ -108,11 +120,11 @@ def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
     for problem in scan.problems:
         where = problem.path + (f":{problem.line}" if problem.line else "")
         field = f" [{problem.field}]" if problem.field else ""
-        print(f"{where}: {problem.severity}: {problem.code}{field}: {problem.message}")
+        print(_plain(f"{where}: {problem.severity}: {problem.code}{field}: {problem.message}"))
     for brief in scan.briefs:
         blockers = brief.blockers(statuses)
         verdict = "publishable" if not blockers else "not publishable: " + "; ".join(blockers)
-        print(f"{brief.path}: {verdict}")
+        print(_plain(f"{brief.path}: {verdict}"))
     errors = sum(1 for p in scan.problems if p.severity == "error")
     warnings = len(scan.problems) - errors
     print(f"{counted(len(scan.briefs), 'brief')} read, {counted(errors, 'error')}, "
@@ -185,18 +197,18 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
                      report.outcomes], "problems": [p.as_dict() for p in report.problems]})
     else:
         for problem in report.problems:
-            print(f"{problem.path}: {problem.code}: {problem.message}", file=sys.stderr)
+            print(_plain(f"{problem.path}: {problem.code}: {problem.message}"), file=sys.stderr)
         for outcome in report.outcomes:
             if args.dry_run and outcome.message is not None:
                 m = outcome.message
-                print(f"── {outcome.brief_id} → {outcome.channel} ({m.length}/{m.limit})")
-                print(m.text)
+                print(_plain(f"── {outcome.brief_id} → {outcome.channel} ({m.length}/{m.limit})"))
+                print(_plain(m.text))
                 for note in m.notes:
-                    print(f"   note: {note}")
+                    print(_plain(f"   note: {note}"))
             else:
                 line = f"{outcome.state:>10}  {outcome.brief_id} → {outcome.channel}"
                 detail = outcome.url or outcome.detail
-                print(f"{line}  {detail}" if detail else line)
+                print(_plain(f"{line}  {detail}" if detail else line))
         prefix = "dry run: " if args.dry_run else ""
         print(prefix + report.summary())
     interrupted = stop.is_set() and report.count("queued")  # left for the next run

@@ -115,7 +115,7 @@ def print_status(status: dict[str, Any]) -> None:
         for column in columns:
             table.add_column(column, overflow="fold")
         for row in rows:
-            table.add_row(*(str(row.get(c) or "") for c in columns))
+            table.add_row(*(escape(str(row.get(c) or "")) for c in columns))
         console.print(table)
 
     show("Needs attention", status["attention"], ["state", "key", "reason", "fix"])
