@@ -207,7 +207,7 @@ class BriefReader:
             ]
         else:
             try:
-                data = _read_regular(name, self.max_bytes)
+                data = read_regular_file(name, self.max_bytes)
             except OSError as error:
                 return None, [_problem(path, "unreadable", f"cannot read ({error.strerror})")]
             if data is None:
@@ -254,7 +254,7 @@ class Scan:
         return any(p.severity == "error" for p in self.problems)
 
 
-def _read_regular(name: str, limit: int) -> bytes | None:
+def read_regular_file(name: str, limit: int) -> bytes | None:
     """At most `limit + 1` bytes of a regular file; None, without reading, for anything else.
     O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer forever."""
     fd = os.open(name, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))

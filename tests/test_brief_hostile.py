@@ -259,3 +259,14 @@ def test_terminal_control_sequences_never_reach_the_terminal(project):
             assert not controls, (result.args, controls, stream)
     assert "evil.md: not publishable" in outputs[0].stdout
     assert "evil]0;pwned" in outputs[1].stdout
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs os.mkfifo")
+def test_a_hero_image_that_is_a_fifo_is_an_image_problem_not_a_hang(project):
+    os.mkfifo(project.briefs / "pipe.jpg")
+    write_brief(project.briefs, "piped.md", extra="image: pipe.jpg\n")
+    write_brief(project.briefs, "good.md")
+    preview = project.cli("preview", "--now", NOW, timeout=TIMEOUT)
+    assert "Traceback" not in preview.stderr, preview.stderr
+    page = (project.root / "state" / "preview" / "index.html").read_text(encoding="utf-8")
+    assert "is not a regular file" in page
