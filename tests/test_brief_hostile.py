@@ -97,6 +97,22 @@ def test_a_publish_time_that_overflows_in_the_configured_timezone_is_a_bad_date(
     assert rows["early"]["publishable"] is True
 
 
+def test_the_daemon_keeps_publishing_past_a_brief_with_an_out_of_range_date(project):
+    from tests.test_daemon import start_daemon, stop, wait_until
+
+    with open(project.config, "a", encoding="utf-8") as config:
+        config.write('[schedule]\npublish = "1s"\n')
+    write_brief(project.briefs, "end-of-time.md", published_at="9999-12-31T23:59:59-23:59")
+    write_brief(project.briefs, "good.md")
+    child = start_daemon(project)
+    try:
+        published = wait_until(lambda: len(project.outbox()) == 1, timeout=TIMEOUT)
+    finally:
+        _, out = stop(child)
+    assert published, out
+    assert "Traceback" not in out and "OverflowError" not in out, out
+
+
 # -- YAML aliases ---------------------------------------------------------------------------
 
 
