@@ -76,7 +76,18 @@ def _timestamp(loader: Any, node: yaml.Node) -> Any:
         return loader.construct_scalar(node)
 
 
+def _short_number(construct: Callable[[Any, yaml.Node], Any]) -> Callable[[Any, yaml.Node], Any]:
+    """A number written in more than 64 characters stays text: YAML 1.1 reads `1:2:3:...` as
+    base 60, quadratic to build, and an int over 4,300 digits cannot even be printed."""
+    def number(loader: Any, node: yaml.Node) -> Any:
+        return loader.construct_scalar(node) if len(node.value) > 64 else construct(loader, node)
+    return number
+
+
 YAML_LOADER.add_constructor("tag:yaml.org,2002:timestamp", _timestamp)
+for _tag, _construct in (("int", yaml.constructor.SafeConstructor.construct_yaml_int),
+                         ("float", yaml.constructor.SafeConstructor.construct_yaml_float)):
+    YAML_LOADER.add_constructor(f"tag:yaml.org,2002:{_tag}", _short_number(_construct))
 
 
 @dataclass(frozen=True)

@@ -168,6 +168,8 @@ BIG = {
     "underscore.md": HEAD + "---\n\n## WHAT HAPPENED\n_" + body("placeholder"),
     "sections.md": HEAD + "---\n\n" + "".join(f"## S{i}\nTODO\n" for i in range(60_000)),
     "keys.md": HEAD + "".join(f"k{i}: {i}\n" for i in range(70_000)) + "---\n\n## W\nText.\n",
+    # YAML 1.1 reads 1:1:1... as one base-60 integer, each digit a bignum multiplication
+    "sexagesimal.md": HEAD + "n: 1" + body(":1") + "\n---\n\n## W\nText.\n",
 }
 
 
@@ -188,6 +190,19 @@ def test_a_near_cap_brief_built_to_be_slow_is_read_in_linear_time(project, name)
     if name == "keys.md":
         rows = listed(project)
         assert rows["keys"]["title"] == "Big one"
+
+
+def test_a_number_too_long_to_print_is_text_not_a_crash(project):
+    # 60**3000 has over 4,300 digits: str() of it raised ValueError out of `briefbot check`.
+    write_brief(project.briefs, "base60.md", title="1" + ":1" * 3000)
+    write_brief(project.briefs, "hex.md", extra="category: 0x" + "f" * 5000 + "\n")
+    write_brief(project.briefs, "good.md")
+    result = project.cli("check", timeout=TIMEOUT)
+    assert "Traceback" not in result.stderr, result.stderr
+    assert "good.md: publishable" in result.stdout
+    rows = listed(project)
+    assert rows["base60"]["title"] == "1" + ":1" * 3000
+    assert rows["hex"]["publishable"] is True
 
 
 def test_thousands_of_tags_render_in_bounded_time(project):
