@@ -339,12 +339,15 @@ def _flag_duplicates(briefs: list[Brief], problems: list[Problem]) -> Scan:
         by_id.setdefault(brief.id, []).append(brief)
     result = []
     for brief in briefs:
-        others = [b for b in by_id[brief.id] if b is not brief]
-        if others:
+        group = by_id[brief.id]
+        if len(group) > 1:  # name a few of the others: 10,000 copies must not make 10**8 names
+            others = [str(b.path) for b in group[:4] if b is not brief][:3]
+            more = len(group) - 1 - len(others)
             problem = _problem(
                 brief.path,
                 "duplicate-id",
-                f"id {brief.id!r} is also used by {', '.join(str(o.path) for o in others)}; "
+                f"id {_show(brief.id)} is also used by {', '.join(others)}"
+                f"{f' and {more} more' if more else ''}; "
                 "give each brief a unique `id` (or file name)",
                 field="id",
             )

@@ -205,6 +205,17 @@ def test_a_number_too_long_to_print_is_text_not_a_crash(project):
     assert rows["hex"]["publishable"] is True
 
 
+def test_a_duplicate_id_names_a_few_of_the_other_files_not_all(project):
+    # Every copy listed every other one: n copies made n * n paths of messages.
+    for n in range(6):
+        write_brief(project.briefs, f"copy-{n}.md", extra="id: same\n")
+    problems = [p for p in check_json(project) if p["code"] == "duplicate-id"]
+    assert len(problems) == 6
+    for problem in problems:
+        assert problem["message"].count("copy-") == 3 and "and 2 more" in problem["message"]
+        assert Path(problem["path"]).name not in problem["message"]
+
+
 def test_thousands_of_tags_render_in_bounded_time(project):
     project.write_config(channels="".join(
         f'[channels.{network}]\ntype = "outbox"\nfolder = "outbox"\nnetwork = "{network}"\n'
