@@ -15,7 +15,7 @@ import os
 import re
 import stat as stat_mode
 import unicodedata
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, tzinfo
 from pathlib import Path
@@ -291,17 +291,24 @@ def brief_files(paths: Iterable[Path], problems: list[Problem]) -> list[tuple[st
     to anywhere outside the folder being listed is a `not-regular-file` problem instead."""
     files: list[tuple[str, os.stat_result]] = []
 
-    def walk(folder: str, root: str) -> None:
+    def listing(folder: str) -> Iterator[os.DirEntry[str]]:
         try:
-            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+            return iter(sorted(os.scandir(folder), key=lambda e: e.name))
         except OSError as error:
             problems.append(_problem(folder, "unreadable", f"cannot list ({error.strerror})"))
-            return
-        for entry in entries:
+            return iter(())
+
+    def walk(folder: str, root: str) -> None:
+        stack = [listing(folder)]  # depth first, in name order; no recursion: any depth works
+        while stack:
+            entry = next(stack[-1], None)
+            if entry is None:
+                stack.pop()
+                continue
             if entry.name.startswith("."):
                 continue
             if entry.is_dir(follow_symlinks=False):  # no symlink loops
-                walk(entry.path, root)
+                stack.append(listing(entry.path))
             elif os.path.splitext(entry.name)[1].lower() in BRIEF_SUFFIXES:
                 try:
                     found = entry.stat()

@@ -24,7 +24,7 @@ NOW = "2026-11-28T00:00:00Z"
 
 def check_json(project, *args: str) -> list[dict]:
     result = project.cli("check", "--json", *args, timeout=TIMEOUT)
-    assert result.returncode in (0, 1), result.stderr
+    assert result.returncode in (0, 1) and "Traceback" not in result.stderr, result.stderr
     return json.loads(result.stdout)
 
 
@@ -263,6 +263,22 @@ def test_fifos_devices_and_symlinks_out_of_the_folder_are_skipped_unopened(proje
     sent = sorted(json.loads(p.read_text())["campaign"].removeprefix("brief:")
                   for p in project.outbox())
     assert "good" in sent and "secret" not in sent
+
+
+def test_a_folder_tree_deeper_than_the_recursion_limit_is_listed(project):
+    levels = [project.briefs]
+    for _ in range(1200):  # walked recursively: RecursionError (so is Path.mkdir(parents=True))
+        levels.append(levels[-1] / "d")
+        levels[-1].mkdir()
+    write_brief(levels[-1], "bottom.md")
+    write_brief(project.briefs, "top.md")
+    try:
+        assert check_json(project) == []
+        assert set(listed(project)) == {"bottom", "top"}
+    finally:  # shutil.rmtree recurses too: take it down from the bottom
+        (levels[-1] / "bottom.md").unlink()
+        for level in reversed(levels[1:]):
+            level.rmdir()
 
 
 # -- terminal output ------------------------------------------------------------------------
