@@ -493,6 +493,12 @@ def _parse(
     if not isinstance(tags, list | tuple):
         tags = ()
     brief_id = text_field("id") or path.stem
+    if CONTROL.search(brief_id):  # it names ledger rows and shows in every table
+        problems.append(
+            _problem(path, "id-control-chars", "id (or file name) contains control or "
+                     "invisible characters; give the brief a plain `id`", field="id",
+                     line=line_of("id"))
+        )
     first_section = next(iter(sections.values()), "")
     brief = Brief(
         id=brief_id,

@@ -319,6 +319,17 @@ def test_terminal_control_sequences_never_reach_the_terminal(project):
     assert "evil]0;pwned" in outputs[1].stdout
 
 
+def test_an_id_with_control_characters_is_never_published(project):
+    # An id names ledger rows and outbox files, and shows in `status`.
+    write_brief(project.briefs, "ctl.md", extra='id: "bell\\a\\e[2Jid"\n')
+    write_brief(project.briefs, "good.md")
+    problems = check_json(project)
+    assert [(p["code"], p["severity"], p["field"], p["line"]) for p in problems] == [
+        ("id-control-chars", "error", "id", 7)]
+    rows = listed(project)
+    assert rows["bell\a\x1b[2Jid"]["publishable"] is False and rows["good"]["publishable"]
+
+
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs os.mkfifo")
 def test_a_hero_image_that_is_a_fifo_is_an_image_problem_not_a_hang(project):
     os.mkfifo(project.briefs / "pipe.jpg")
