@@ -65,7 +65,7 @@ def test_out_of_range_publish_times_are_bad_dates_and_the_rest_still_goes_out(pr
     assert "good.md: publishable" in text.stdout
 
     rows = listed(project)
-    assert rows["good"]["verdict"] == "yes"
+    assert rows["good"]["state"] == "due"
     for name in OUT_OF_RANGE:
         assert rows[Path(name).stem]["publishable"] is False
     table = project.cli("list", "--now", NOW, timeout=TIMEOUT, check=True)
@@ -93,7 +93,7 @@ def test_a_publish_time_that_overflows_in_the_configured_timezone_is_a_bad_date(
     assert [p["code"] for p in check_json(project)] == ["bad-date"]
     rows = listed(project)
     assert rows["edge"]["publishable"] is False
-    assert rows["late"]["verdict"] == "scheduled"
+    assert rows["late"]["state"] == "scheduled"
     assert rows["early"]["publishable"] is True
 
 
@@ -338,4 +338,4 @@ def test_a_hero_image_that_is_a_fifo_is_an_image_problem_not_a_hang(project):
     preview = project.cli("preview", "--now", NOW, timeout=TIMEOUT)
     assert "Traceback" not in preview.stderr, preview.stderr
     page = (project.root / "state" / "preview" / "index.html").read_text(encoding="utf-8")
-    assert "is not a regular file" in page
+    assert "is a FIFO, not an image file" in page
