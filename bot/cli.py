@@ -362,7 +362,7 @@ def cmd_subscribers_add(args: argparse.Namespace, settings: Settings) -> int:
                                          state="pending" if args.pending else "active")
         except ValueError as error:
             raise UsageError(str(error)) from None
-    print(f"{subscriber.email}: {subscriber.state}")
+    print(f"{subscriber.address}: {subscriber.state}")
     return EXIT_OK
 
 
@@ -408,7 +408,7 @@ def cmd_subscribers_list(args: argparse.Namespace, settings: Settings) -> int:
         if args.json:
             _print_json([s.as_dict() for s in found])
             return EXIT_OK
-        rows = [(s.email, s.name, s.state, s.created_at.isoformat()[:16],
+        rows = [(s.address, s.name, s.state, s.created_at.isoformat()[:16],
                  s.updated_at.isoformat()[:16]) for s in found]
     _table(None, ["email", "name", "state", "added", "changed"], rows,
            whole=["email", "added", "changed"])

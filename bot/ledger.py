@@ -36,6 +36,7 @@ from sqlalchemy import (
     func,
     insert,
     select,
+    text,
     update,
 )
 from sqlalchemy.engine import Connection, make_url
@@ -45,7 +46,7 @@ from bot.message import DeliveryKey, State
 if TYPE_CHECKING:
     from bot.config import Settings
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 SCHEMA_LOCK = 0x62726966  # PostgreSQL advisory lock id held while the schema is upgraded
 STATES = tuple(State)
 
@@ -118,6 +119,39 @@ sources = Table(
 
 # Each entry upgrades the schema from version N-1 to N; `metadata.create_all` makes new tables.
 MIGRATIONS: dict[int, Callable[[Any], None]] = {}
+
+# Most restrictive first: when two spellings of one address merge, consent is never re-added.
+_MERGED_STATE = ("bounced", "unsubscribed", "active", "pending")
+
+
+def _one_subscriber_per_address(conn: Any) -> None:
+    """v2: subscribers are keyed by the lower-cased address, the first spelling kept for
+    display; rows that were two spellings of one address become one, the most restrictive
+    state winning (an unsubscribe stands)."""
+    from sqlalchemy import inspect as inspect_schema
+
+    schema = inspect_schema(conn)
+    if not schema.has_table("subscribers"):
+        return
+    if "display" not in {c["name"] for c in schema.get_columns("subscribers")}:
+        conn.exec_driver_sql("ALTER TABLE subscribers ADD COLUMN display VARCHAR(320)")
+    rows = conn.execute(text("SELECT id, email, state FROM subscribers ORDER BY id")).all()
+    groups: dict[str, list[Any]] = {}
+    for row in rows:
+        groups.setdefault(row.email.lower(), []).append(row)
+    for key, group in groups.items():
+        first, others = group[0], group[1:]
+        states = [r.state for r in group]
+        state = min(states, key=lambda s: _MERGED_STATE.index(s) if s in _MERGED_STATE else 9)
+        for other in others:
+            conn.execute(text("DELETE FROM subscribers WHERE id = :id"), {"id": other.id})
+        if first.email != key or state != first.state:
+            conn.execute(text("UPDATE subscribers SET email = :key, display = :display, "
+                              "state = :state WHERE id = :id"),
+                         {"key": key, "display": first.email, "state": state, "id": first.id})
+
+
+MIGRATIONS[2] = _one_subscriber_per_address
 
 
 @dataclass(frozen=True)

@@ -46,7 +46,10 @@ subscribers = Table(
     "subscribers",
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
+    # The address in lower case, the one key (`Case@` and `case@` are one subscriber), and the
+    # spelling first given, for display.
     Column("email", String(320), nullable=False, unique=True),
+    Column("display", String(320)),
     Column("name", String(200)),
     Column("state", String(16), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
@@ -91,7 +94,8 @@ def _aware(value: datetime | None) -> datetime | None:
 @dataclass(frozen=True)
 class Subscriber:
     id: int
-    email: str
+    email: str  # the key: lower case
+    display: str | None  # as first given
     name: str | None
     state: str
     created_at: datetime
@@ -110,9 +114,19 @@ class Subscriber:
             for name in cls.__dataclass_fields__
         })
 
+    @property
+    def address(self) -> str:
+        return self.display or self.email
+
     def as_dict(self) -> dict[str, Any]:
-        return {k: v.isoformat() if isinstance(v, datetime) else v
-                for k, v in self.__dict__.items()}
+        data = {k: v.isoformat() if isinstance(v, datetime) else v
+                for k, v in self.__dict__.items() if k != "display"}
+        return {**data, "email": self.address}
+
+
+def address_key(address: str) -> str:
+    """The one key of an address: providers treat the local part case-insensitively too."""
+    return address.lower()
 
 
 @dataclass(frozen=True)
@@ -158,7 +172,8 @@ class ImportReport:
 @dataclass(frozen=True)
 class _Row:
     line: int
-    email: str
+    email: str  # the key
+    display: str
     name: str | None
     state: str
 
@@ -184,7 +199,7 @@ class Subscribers:
     @staticmethod
     def _key(email: str) -> str | None:
         try:
-            return normalise_email(email)
+            return address_key(normalise_email(email))
         except ValueError:
             return None
 
@@ -222,13 +237,14 @@ class Subscribers:
 
         An operator's explicit `add` re-subscribes someone who had left; imports never do.
         """
-        key = normalise_email(email)
+        display = normalise_email(email)
+        key = address_key(display)
         _check_state(state)
         now = self._now()
         with self.engine.begin() as conn:
             conn.execute(
                 self._insert(subscribers)
-                .values(**_new_row(key, name, state, now))
+                .values(**_new_row(key, name, state, now, display))
                 .on_conflict_do_nothing(index_elements=["email"])
             )
             current = conn.execute(
@@ -256,12 +272,13 @@ class Subscribers:
         alone, and a pending one is not mailed again within a few minutes, so the form cannot
         be used to flood someone's inbox.
         """
-        key = normalise_email(email)
+        display = normalise_email(email)
+        key = address_key(display)
         now = self._now()
         with self.engine.begin() as conn:
             inserted = conn.execute(
                 self._insert(subscribers)
-                .values(**_new_row(key, name, "pending", now))
+                .values(**_new_row(key, name, "pending", now, display))
                 .on_conflict_do_nothing(index_elements=["email"])
                 .returning(subscribers.c.id)
             ).first()
@@ -428,7 +445,7 @@ class Subscribers:
         rows = 0
         for sub in self._stream(None, 1000):
             data = sub.as_dict()
-            writer.writerow(["" if data[c] is None else data[c] for c in EXPORT_COLUMNS])
+            writer.writerow([_cell(data[c]) for c in EXPORT_COLUMNS])
             rows += 1
         return rows
 
@@ -457,11 +474,11 @@ class Subscribers:
                 for row in chunk:
                     current = existing.get(row.email)
                     if current is None:
-                        new.append(_new_row(row.email, row.name, row.state, now))
+                        new.append(_new_row(row.email, row.name, row.state, now, row.display))
                         continue
                     changes = _import_changes(current, row, now)
                     if current.state in LEFT and row.state not in LEFT:
-                        report.kept_out.append(row.email)
+                        report.kept_out.append(row.display)
                     if changes:
                         conn.execute(update(subscribers)
                                      .where(subscribers.c.email == row.email)
@@ -480,6 +497,21 @@ class Subscribers:
         return report
 
 
+# A spreadsheet runs a cell starting with one of these as a formula (CSV injection).
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _cell(value: Any) -> str:
+    """A CSV cell a spreadsheet shows as text: a leading `'` before what it would run, which
+    an import takes off again."""
+    text = "" if value is None else str(value)
+    return f"'{text}" if text.startswith(_FORMULA_START) else text
+
+
+def _uncell(text: str) -> str:
+    return text[1:] if text.startswith("'") and text[1:2] in _FORMULA_START else text
+
+
 def _stamps(state: str, now: datetime) -> dict[str, datetime]:
     """The timestamp column a state change sets."""
     column = {"active": "confirmed_at", "unsubscribed": "unsubscribed_at",
@@ -487,9 +519,11 @@ def _stamps(state: str, now: datetime) -> dict[str, datetime]:
     return {column: now} if column else {}
 
 
-def _new_row(email: str, name: str | None, state: str, now: datetime) -> dict[str, Any]:
+def _new_row(email: str, name: str | None, state: str, now: datetime,
+             display: str | None = None) -> dict[str, Any]:
     """Every column, always the same keys, so a batch of rows is one `executemany`."""
-    return {"email": email, "name": name or None, "state": state, "created_at": now,
+    return {"email": email, "display": display if display != email else None,
+            "name": name or None, "state": state, "created_at": now,
             "updated_at": now, "confirmed_at": None, "unsubscribed_at": None,
             "bounced_at": None, "hard_bounces": 0, "soft_bounces": 0, **_stamps(state, now)}
 
@@ -542,17 +576,18 @@ def _read_rows(path: Path, report: ImportReport) -> list[_Row]:
             continue
         data = dict(zip(columns, cells, strict=False))
         try:
-            email = normalise_email(data.get("email", ""))
+            display = normalise_email(data.get("email", ""))
             state = _check_state(data.get("state") or "active")
         except ValueError as error:
             report.rejected.append(RejectedRow(line, str(error)))
             continue
+        email = address_key(display)
         if email in seen:
             report.rejected.append(RejectedRow(
-                line, f"{email} appears twice (first on line {seen[email]}); keep one row"))
+                line, f"{display} appears twice (first on line {seen[email]}); keep one row"))
             continue
         seen[email] = line
-        rows.append(_Row(line, email, data.get("name") or None, state))
+        rows.append(_Row(line, email, display, _uncell(data.get("name") or "") or None, state))
     return rows
 
 

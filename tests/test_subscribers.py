@@ -167,9 +167,9 @@ def test_the_subscriber_lifecycle(database_url, tmp_path):
     people = Subscribers(ledger)
     try:
         ann = people.add("Ann@Example.org", "Ann")
-        assert (ann.email, ann.state, ann.confirmed_at) == ("Ann@example.org", "active", clock[0])
+        assert (ann.address, ann.state, ann.confirmed_at) == ("Ann@example.org", "active", clock[0])
         assert people.get(" Ann@EXAMPLE.ORG ") == ann
-        assert people.is_active("Ann@example.org") and not people.is_active("ann@example.org")
+        assert people.is_active("Ann@example.org") and people.is_active("ann@example.org")  # one
 
         assert people.request("new@example.org", "New")  # a confirmation is due
         assert not people.request("new@example.org")  # not again within minutes
@@ -279,3 +279,70 @@ def test_a_web_request_never_moves_a_left_address_back_to_pending(tmp_path):
         assert people.get("gone@example.org").state == "active"
     finally:
         ledger.close()
+
+
+def test_one_subscriber_per_address_whatever_its_case(database_url, tmp_path):
+    ledger = Ledger(database_url)
+    people = Subscribers(ledger)
+    try:
+        people.add("Ann.Case@Example.org", "Ann")
+        people.add("ann.case@example.org")  # the same person
+        assert people.request("ANN.CASE@example.org") is False  # active: no confirmation mail
+        assert people.unsubscribe("ann.CASE@EXAMPLE.ORG")
+        everyone = list(people.iter_all())
+        assert len(everyone) == 1
+        assert everyone[0].address == "Ann.Case@example.org"  # the spelling first given
+        assert everyone[0].state == "unsubscribed"
+        # The web form cannot re-add them by changing the case either.
+        people.request("ANN.case@example.org")
+        assert people.get("Ann.Case@example.org").state == "unsubscribed"
+    finally:
+        ledger.close()
+
+
+def test_a_v1_list_with_two_spellings_becomes_one_subscriber_who_stays_out(tmp_path):
+    from sqlalchemy import create_engine, text
+
+    url = f"sqlite:///{tmp_path / 'old.sqlite3'}"
+    engine = create_engine(url)
+    with engine.begin() as conn:  # the version 1 schema, as it was shipped
+        conn.execute(text("CREATE TABLE briefbot_meta (key VARCHAR(100) PRIMARY KEY, "
+                          "value TEXT NOT NULL)"))
+        conn.execute(text("INSERT INTO briefbot_meta VALUES ('schema_version', '1')"))
+        conn.execute(text(
+            "CREATE TABLE subscribers (id INTEGER PRIMARY KEY, email VARCHAR(320) NOT NULL "
+            "UNIQUE, name VARCHAR(200), state VARCHAR(16) NOT NULL, created_at DATETIME NOT "
+            "NULL, updated_at DATETIME NOT NULL, confirmed_at DATETIME, unsubscribed_at "
+            "DATETIME, bounced_at DATETIME, hard_bounces INTEGER NOT NULL DEFAULT 0, "
+            "soft_bounces INTEGER NOT NULL DEFAULT 0)"))
+        for email, state in (("Bo@example.org", "active"), ("bo@example.org", "unsubscribed"),
+                             ("Cy@example.org", "active")):
+            conn.execute(text("INSERT INTO subscribers (email, state, created_at, updated_at) "
+                              "VALUES (:e, :s, '2026-01-01', '2026-01-01')"),
+                         {"e": email, "s": state})
+    engine.dispose()
+    ledger = Ledger(url)
+    try:
+        people = {s.email: s for s in Subscribers(ledger).iter_all()}
+        assert set(people) == {"bo@example.org", "cy@example.org"}
+        assert people["bo@example.org"].state == "unsubscribed"  # the unsubscribe stands
+        assert people["bo@example.org"].address == "Bo@example.org"
+        assert people["cy@example.org"].state == "active"
+    finally:
+        ledger.close()
+
+
+def test_an_export_never_writes_a_cell_a_spreadsheet_would_run(tmp_path):
+    ledger = Ledger(f"sqlite:///{tmp_path / 'l.sqlite3'}")
+    people = Subscribers(ledger)
+    try:
+        for name in ('=HYPERLINK("http://evil.example")', "+1 trick", "-2", "@SUM(A1)",
+                     "\tTabbed"):
+            people.add(f"user{len(name)}{name[:1].encode().hex()}@example.org", name)
+        out = io.StringIO()
+        people.export_csv(out)
+    finally:
+        ledger.close()
+    names = [row["name"] for row in csv.DictReader(io.StringIO(out.getvalue()))]
+    assert len(names) == 5
+    assert all(name.startswith("'") for name in names), names

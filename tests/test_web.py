@@ -114,7 +114,7 @@ def add(project, *emails: str) -> None:
 
 def states(project) -> dict[str, str]:
     with subscriber_list(project) as subscribers:
-        return {s.email: s.state for s in subscribers.iter_all()}
+        return {s.address: s.state for s in subscribers.iter_all()}
 
 
 # -- unsubscribe ------------------------------------------------------------------------------
