@@ -84,10 +84,23 @@ def send_digest(settings: Settings, period: Period | str, *, now: datetime,
         else:
             mail(settings, list(channels.values()), campaign, prepared, report,
                   should_stop=should_stop, progress=progress)
+            if not report.pending and not should_stop():
+                _mark_sent(settings, campaign, report)
     finally:
         for item in channels.values():
             item.close()
     return report
+
+
+def _mark_sent(settings: Settings, campaign: str, report: DigestReport) -> None:
+    """The period's `digest:PERIOD|*` row says it went out (the daemon opens and finishes the
+    same row around its own sends; a `digest send` by hand leaves the same mark), which is
+    what the web archive publishes."""
+    ledger = open_ledger(settings)
+    try:
+        ledger.mark_campaign_sent(DeliveryKey(campaign, "*"), note=report.summary())
+    finally:
+        ledger.close()
 
 
 def _describe(settings: Settings, campaign: str, channels: dict[str, Channel],

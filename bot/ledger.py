@@ -585,6 +585,25 @@ class Ledger:
                         last_error=note)
             ).rowcount == 1
 
+    def mark_campaign_sent(self, key: DeliveryKey, note: str | None = None) -> None:
+        """Record a shared unit of work (a digest period) as gone out, whatever the row said
+        before (none, claimed, missed and skipped): a digest sent by hand is marked the way
+        the daemon marks its own, so the archive and the daemon see it."""
+        now = self.clock()
+        statement = self._insert(deliveries).values(
+            campaign=key.campaign, channel=key.channel, recipient=key.recipient,
+            state="sent", attempts=1, worker=self.worker, created_at=now, updated_at=now,
+            sent_at=now, last_error=note,
+        ).on_conflict_do_nothing(index_elements=["campaign", "channel", "recipient"])
+        with self._tx() as conn:
+            if conn.execute(statement).rowcount != 1:
+                conn.execute(
+                    update(deliveries)
+                    .where(_key_filter(key) & (deliveries.c.state != "sent"))
+                    .values(state="sent", sent_at=now, updated_at=now, lease_until=None,
+                            last_error=note)
+                )
+
     # -- the daemon's bookkeeping -----------------------------------------------------
 
     def _upsert(self, table: Table, key_column: str, values: dict[str, Any]) -> None:
