@@ -8,6 +8,10 @@ Hero images: an email shows a brief's image only when it is an absolute `https:/
 path or a plain `http://` URL is left out of the email (mail clients block or warn about them and
 we do not host images); the brief still goes out, without its picture. Front-matter
 `image_width`/`image_height` give the image's height in the email; otherwise it scales (`auto`).
+
+Every email links its web version (`archive_url`, "View in your browser") and names the archive
+in `List-Archive`. `web=True` renders that web version for `bot.archive`: the same templates
+with `web_version` set, every item whole, and no unsubscribe link (nobody's token in it).
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache, lru_cache
 from typing import Any, NamedTuple
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import jinja2
 import mjml
@@ -34,8 +38,9 @@ from bot.message import DeliveryKey
 from bot.render.mime import HeaderValueError, PreparedEmail, Recipient, assemble
 from bot.render.templates import template_env
 
-__all__ = ["PreparedEmail", "Recipient", "RenderedEmail", "message_id_for", "prepare_brief_email",
-           "prepare_digest", "render_brief_email", "render_digest"]
+__all__ = ["PreparedEmail", "Recipient", "RenderedEmail", "archive_url", "brief_archive_url",
+           "message_id_for", "prepare_brief_email", "prepare_digest", "render_brief_email",
+           "render_digest"]
 
 IMAGE_WIDTH = 552  # the 600px column minus its padding
 PREHEADER_LIMIT = 140
@@ -45,6 +50,7 @@ _SPACE = re.compile(r"\s")
 _EPOCH = datetime.min.replace(tzinfo=UTC)
 _COMMENT = re.compile(r"<!--.*?-->", re.DOTALL)
 _DOMAIN = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?")
+_SAFE_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,199}")
 _MARKDOWN = MarkdownIt("commonmark", {"html": False})
 # Resolving the template folders costs more than rendering a small email; settings don't change.
 _template_env = lru_cache(maxsize=16)(template_env)
@@ -98,6 +104,19 @@ class RenderedEmail:
     token: str
 
 
+def archive_url(settings: Settings, period_label: str | None = None) -> str:
+    """Where the web archive (or one period's page in it) is: `email.base_url/archive/...`."""
+    base = settings.config.email.base_url.rstrip("/") + "/archive/"
+    return base + quote(period_label, safe="+") + "/" if period_label else base
+
+
+def brief_archive_url(settings: Settings, brief_id: str) -> str | None:
+    """A single-brief email's web version; none for an id that cannot be a folder name."""
+    if not _SAFE_ID.fullmatch(brief_id):
+        return None
+    return archive_url(settings) + "briefs/" + brief_id + "/"
+
+
 def prepare_digest(settings: Settings, briefs: list[Brief], *, period_label: str,
                    now: datetime) -> PreparedEmail:
     """The period's digest, rendered and MIME-encoded once, ready to `personalise`."""
@@ -109,8 +128,11 @@ def prepare_brief_email(settings: Settings, brief: Brief, *, now: datetime) -> P
 
 
 def render_digest(settings: Settings, briefs: list[Brief], *, period_label: str,
-                  now: datetime) -> RenderedEmail:
-    """The period's briefs grouped by category; later items shrink to fit `max_html_bytes`."""
+                  now: datetime, web: bool = False) -> RenderedEmail:
+    """The period's briefs grouped by category; later items shrink to fit `max_html_bytes`.
+
+    `web` renders the archive's web version: every item whole (no mail client clips it), no
+    "view in your browser" link and no unsubscribe link, so nothing in it is anyone's."""
     email = settings.config.email
     items = [_item(brief, settings) for brief in _display_order(briefs)]
     label = _tidy(period_label)
@@ -119,7 +141,8 @@ def render_digest(settings: Settings, briefs: list[Brief], *, period_label: str,
     preheader = _shorten(f"{count}: " + "; ".join(item.title for item in items)
                          if items else f"No new briefs for {label}.")
     token = _token(subject, briefs)
-    base = _context(settings, subject=subject, preheader=preheader, token=token, now=now)
+    base = _context(settings, subject=subject, preheader=preheader, token=token, now=now,
+                    archive=archive_url(settings, period_label), web=web)
 
     newest_first = sorted(items, key=_recency, reverse=True)
 
@@ -131,20 +154,26 @@ def render_digest(settings: Settings, briefs: list[Brief], *, period_label: str,
         more = [_compact(item) for item in items if item.id in listed and item.id not in whole]
         context = {**base, "period_label": label, "items": cards + more, "groups": _groups(cards),
                    "more": more, "count": len(items), "omitted": len(items) - shown}
-        return _render(settings, "digest", context, token)
+        return _render(settings, "digest", context, token, web=web)
 
-    html, text = _fit(render, len(items), email.max_html_bytes)
+    if web:
+        html, text = render(len(items), len(items))
+    else:
+        html, text = _fit(render, len(items), email.max_html_bytes)
     return RenderedEmail(subject, preheader, html, text, token)
 
 
-def render_brief_email(settings: Settings, brief: Brief, *, now: datetime) -> RenderedEmail:
-    """One brief on its own, with its sections rendered from Markdown."""
+def render_brief_email(settings: Settings, brief: Brief, *, now: datetime,
+                       web: bool = False) -> RenderedEmail:
+    """One brief on its own, with its sections rendered from Markdown (`web`: as
+    `render_digest`'s, the archive's version with nobody's links in it)."""
     item = _item(brief, settings, with_sections=True)
     preheader = _shorten(item.summary or item.title)
     token = _token(item.title, [brief])
     context = {**_context(settings, subject=item.title, preheader=preheader, token=token,
-                          now=now), "item": item}
-    html, text = _render(settings, "brief", context, token)
+                          now=now, archive=brief_archive_url(settings, brief.id), web=web),
+               "item": item}
+    html, text = _render(settings, "brief", context, token, web=web)
     return RenderedEmail(item.title, preheader, html, text, token)
 
 
@@ -263,9 +292,14 @@ def _largest(ok: Callable[[int], bool], high: int) -> int | None:
 
 
 def _context(settings: Settings, *, subject: str, preheader: str, token: str,
-             now: datetime) -> dict[str, Any]:
+             now: datetime, archive: str | None, web: bool) -> dict[str, Any]:
     email = settings.config.email
     return {
+        "archive_url": archive,  # this email's web version ("view in your browser")
+        "archive_index_url": archive_url(settings),
+        "web_version": web,
+        "subscribe_url": (email.base_url.rstrip("/") + "/subscribe"
+                          if settings.config.web.subscribe_form else ""),
         "subject": subject,
         "preheader": preheader,
         "list_name": _tidy(email.list_name),
@@ -277,7 +311,7 @@ def _context(settings: Settings, *, subject: str, preheader: str, token: str,
 
 
 def _render(settings: Settings, name: str, context: dict[str, Any],
-            token: str) -> tuple[str, str]:
+            token: str, *, web: bool = False) -> tuple[str, str]:
     env = _template_env(settings)
     parts = []
     for template in (f"email/{name}.mjml.j2", f"email/{name}.txt.j2"):
@@ -287,7 +321,11 @@ def _render(settings: Settings, name: str, context: dict[str, Any],
             raise ConfigError(f"template {template}: {error}; fix the template in "
                               f"{settings.config.templates}/ or delete it to use the "
                               "built-in one") from None
-        if token not in parts[-1]:
+        if web:
+            # The web version carries nobody's unsubscribe link; a user template that still
+            # writes one gets the list's home page there instead.
+            parts[-1] = parts[-1].replace(token, context["base_url"] + "/")
+        elif token not in parts[-1]:
             raise ConfigError(f"template {template} has no unsubscribe link; every email must "
                               "carry one: put {{ unsubscribe_url }} in it")
     source, text = parts
@@ -304,9 +342,11 @@ def _prepare(settings: Settings, rendered: RenderedEmail) -> PreparedEmail:
     try:
         return assemble(from_address=email.from_address, subject=rendered.subject,
                         list_id=email.list_id, reply_to=email.reply_to, html=rendered.html,
-                        text=rendered.text, preheader=rendered.preheader, token=rendered.token)
+                        text=rendered.text, preheader=rendered.preheader, token=rendered.token,
+                        list_archive=archive_url(settings))
     except HeaderValueError as error:
-        key = {"From": "from_address", "Reply-To": "reply_to", "List-Id": "list_id"}[error.header]
+        key = {"From": "from_address", "Reply-To": "reply_to", "List-Id": "list_id",
+               "List-Archive": "base_url"}[error.header]
         raise ConfigError(f"`email.{key}`: {error}; fix it in the configuration") from None
 
 

@@ -99,7 +99,8 @@ class PreparedEmail:
 
 
 def assemble(*, from_address: str, subject: str, list_id: str, reply_to: str | None,
-             html: str, text: str, preheader: str, token: str) -> PreparedEmail:
+             html: str, text: str, preheader: str, token: str,
+             list_archive: str | None = None) -> PreparedEmail:
     """Encode everything that is the same for every recipient; `token` marks the URL's places.
 
     Raises HeaderValueError when a configured From, Reply-To or List-Id cannot be used.
@@ -109,6 +110,7 @@ def assemble(*, from_address: str, subject: str, list_id: str, reply_to: str | N
         b"From: " + _configured_address(from_address, "From") + b"\r\n",
         b"Reply-To: " + _configured_address(reply_to, "Reply-To") + b"\r\n" if reply_to else b"",
         b"List-Id: " + _list_id(list_id) + b"\r\n",
+        b"List-Archive: <" + _list_archive(list_archive) + b">\r\n" if list_archive else b"",
     ))
     # "=_" never occurs in quoted-printable text, and the token already hashes the content.
     boundary = "=_briefbot_" + token.rsplit("-", 1)[-1]
@@ -194,6 +196,13 @@ def _list_id(value: str) -> bytes:
         raise HeaderValueError("List-Id", f"{value!r} is not a list id such as "
                                '"Weekly brief <weekly.example.org>"')
     return (_phrase(name) + b" " if name else b"") + b"<" + list_id.encode("ascii") + b">"
+
+
+def _list_archive(url: str) -> bytes:
+    try:
+        return _checked_url(url, "archive URL").encode("ascii")
+    except ValueError as error:
+        raise HeaderValueError("List-Archive", str(error)) from None
 
 
 def _encoded_words(text: str, max_bytes: int = 45) -> list[bytes]:
