@@ -417,6 +417,31 @@ def cmd_subscribers_list(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
+def cmd_archive(args: argparse.Namespace, settings: Settings) -> int:
+    raise UsageError("archive: give an action: export DIR (briefbot archive --help)")
+
+
+def cmd_archive_export(args: argparse.Namespace, settings: Settings) -> int:
+    from bot.archive import Archive
+    from bot.ledger import open_ledger
+
+    ledger = open_ledger(settings, readonly=True)
+    try:
+        archive = Archive(settings, ledger)
+    finally:
+        ledger.close()
+    folder = Path(args.dir)
+    try:
+        written = archive.export(folder)
+    except OSError as error:
+        raise UsageError(f"{folder}: cannot write the archive there ({error.strerror}); give "
+                         "a folder you can write to") from None
+    print(f"{counted(len(archive.issues), 'digest')} and {counted(len(written), 'file')} "
+          f"written to {folder} (publish it as {settings.config.email.base_url.rstrip('/')}"
+          "/archive/)")
+    return EXIT_OK
+
+
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     from bot.web import serve
 
@@ -612,8 +637,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--include-drafts", action="store_true", help="show drafts too, marked")
     p.add_argument("--open", action="store_true", help="open the gallery in a web browser")
 
+    p = command("archive", cmd_archive, "The web archive of digests that went out.",
+                "briefbot archive export site/archive")
+    archive = p.add_subparsers(dest="action", metavar="ACTION")
+    q = archive.add_parser("export", help="Write the archive (index.html, feed.atom, one "
+                           "PERIOD/index.html per digest sent) as static files.",
+                           description="Write the web archive as static files: DIR/index.html, "
+                           "DIR/feed.atom and DIR/PERIOD/index.html for every digest that went "
+                           "out, the same pages `briefbot serve` shows under /archive/. Publish "
+                           "DIR as email.base_url/archive/ on any web host.",
+                           epilog="Example:\n  briefbot archive export site/archive\n"
+                           "  rsync -a site/archive/ web:/var/www/news/archive/",
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+    q.set_defaults(handler=cmd_archive_export)
+    _config_option(q)
+    q.add_argument("dir", metavar="DIR", help="the folder to write (created if missing)")
+
     p = command("serve", cmd_serve, "Serve the unsubscribe (one-click), subscribe and confirm "
-                "pages.", "briefbot serve --host 127.0.0.1 --port 8025")
+                "pages, and the archive of digests at /archive/.",
+                "briefbot serve --host 127.0.0.1 --port 8025")
     p.add_argument("--host", help="address to listen on (default: web.host)")
     p.add_argument("--port", type=_port, help="port (default: web.port; 0 picks a free one)")
 

@@ -5,6 +5,7 @@
   redirect. `GET` of the same URL only shows a button, because mail scanners follow links.
 - `/subscribe` and `/confirm/<token>` are double opt-in: a sign-up stays `pending` until the
   link mailed to the address is confirmed (again with a button, never by a bare GET).
+- `/archive/` is public: the digests that went out, with nobody's details (`bot.archive`).
 
 Routes are a plain list of (method, regex, handler) on `App.routes`; add more with `App.add`.
 A handler takes the `Request` and the regex's named groups and returns a `Response`.
@@ -345,7 +346,40 @@ def make_app(settings: Settings) -> App:
         app.add("POST", r"/subscribe", subscribe)
     if settings.config.web.preview:
         add_preview_routes(app, preview_token(settings))
+    add_archive_routes(app)
     return app
+
+
+# -- the archive (public) ------------------------------------------------------------------
+
+
+def add_archive_routes(app: App) -> None:
+    """`/archive/`: every digest that went out, its web version and an Atom feed (bot.archive).
+    Nothing there is anyone's, so it may be cached; images come from the briefs' https URLs."""
+    from bot.archive import FEED_NAME, Archive
+
+    public = [("Cache-Control", "public, max-age=300"),
+              ("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; "
+               "img-src https: data:; frame-ancestors 'none'")]
+
+    def archive() -> Archive:
+        return Archive(app.settings, app.subscribers.ledger)
+
+    def found(body: str | bytes | None, content_type: str = "text/html; charset=utf-8"
+              ) -> Response:
+        if body is None:
+            return _not_found()
+        return Response(body, content_type=content_type, headers=public)
+
+    app.add("GET", r"/archive", lambda request: Response(
+        "", 301, headers=[("Location", "/archive/")]))
+    app.add("GET", r"/archive/", lambda request: found(archive().index_page()))
+    app.add("GET", rf"/archive/{re.escape(FEED_NAME)}", lambda request: found(
+        archive().feed(), "application/atom+xml; charset=utf-8"))
+    app.add("GET", r"/archive/(?P<label>[0-9]{4}-[0-9W][0-9W+d-]{1,20})/",
+            lambda request, label: found(archive().digest_page(label)))
+    app.add("GET", r"/archive/briefs/(?P<brief_id>[A-Za-z0-9_][A-Za-z0-9._-]{0,199})/",
+            lambda request, brief_id: found(archive().brief_page(brief_id)))
 
 
 # -- the live preview (private) ------------------------------------------------------------
