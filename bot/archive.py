@@ -108,7 +108,7 @@ class Archive:
         settings = self.settings
         email = settings.config.email
         name = escape(email.list_name)
-        language = escape(getattr(email, "language", "en"))
+        language = escape(email.language)
         rows = "".join(
             f'<li><a href="{escape(issue.label)}/">{escape(issue.subject)}</a>'
             f"<br><span>{escape(issue.preheader)}</span></li>\n"
@@ -145,7 +145,7 @@ class Archive:
         generator.author({"name": email.list_name})
         generator.link(href=index, rel="alternate", type="text/html")
         generator.link(href=index + FEED_NAME, rel="self", type="application/atom+xml")
-        generator.language(getattr(email, "language", "en"))
+        generator.language(email.language)
         generator.generator("briefbot")
         newest = self.issues[0].sent_at if self.issues else datetime(2000, 1, 1, tzinfo=UTC)
         generator.updated(newest)

@@ -98,6 +98,23 @@ class EmailConfig(Section):
     max_html_bytes: int = Field(90_000, ge=10_000)
     hard_bounces: int = Field(1, ge=1)  # 5xx replies before an address is marked bounced
     soft_bounces: int = Field(3, ge=1)  # 4xx replies in a row before it is
+    # The emails' `<html lang>` and the language of their dates ("en", "en-GB", "de", "ja").
+    language: str = "en"
+
+    @field_validator("language")
+    @classmethod
+    def _language(cls, value: str) -> str:
+        from babel import Locale, UnknownLocaleError
+
+        value = value.strip()
+        if not re.fullmatch(r"[A-Za-z]{2,3}(?:[-_][A-Za-z0-9]{2,8})*", value):
+            raise ValueError('expected a language code such as "en", "en-GB", "de" or "ja"')
+        try:
+            Locale.parse(value.replace("-", "_"))
+        except (UnknownLocaleError, ValueError):
+            raise ValueError(f"{value!r} is not a language with known date formats; write "
+                             'a code such as "en", "en-GB", "de" or "ja"') from None
+        return value.replace("_", "-")
 
 
 class WebConfig(Section):

@@ -33,6 +33,9 @@ from tests.digest_setup import (
 )
 from tests.smtp_server import Mailbox, free_port, smtp_server
 
+# The subject names the week's days as written in `email.language` (en), by CLDR's pattern.
+SUBJECT = "The weekly brief: November 23 – 29, 2026"
+
 # -- periods --------------------------------------------------------------------------------
 
 
@@ -119,7 +122,7 @@ def test_five_hundred_subscribers_each_get_their_own_digest_then_one_click_unsub
         assert message.get_content_type() == "multipart/alternative"
         assert [p.get_content_type() for p in message.iter_parts()] == ["text/plain", "text/html"]
         assert message["To"].addresses[0].addr_spec == recipient
-        assert message["Subject"] == f"The weekly brief: {PERIOD}"
+        assert message["Subject"] == SUBJECT
         assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
         link = _unsubscribe_link(message)
         assert link.startswith(f"{base_url}/unsubscribe/")
@@ -301,7 +304,7 @@ def test_dry_run_renders_and_counts_but_sends_and_writes_nothing(project):
         add_subscribers(project, 12)
         result = project.cli("digest", "send", "--period", PERIOD, "--now", NOW, "--dry-run")
         assert result.returncode == 0, result.stderr
-        assert f"subject: The weekly brief: {PERIOD}" in result.stdout
+        assert f"subject: {SUBJECT}" in result.stdout
         assert "12 would-send" in result.stdout
         assert re.search(r"size:\s+[\d,]+ bytes per message", result.stdout)
         assert server.mailbox.count() == 0
@@ -323,7 +326,7 @@ def test_to_sends_one_test_copy_and_leaves_the_ledger_alone(project):
         assert "test copy" in result.stdout
         received = server.mailbox.received()
     assert [m.rcpt_tos for m in received] == [("editor@example.com",)]
-    assert received[0].parse()["Subject"] == f"The weekly brief: {PERIOD}"
+    assert received[0].parse()["Subject"] == SUBJECT
     assert ledger_rows(project) == []
 
 

@@ -150,7 +150,7 @@ def test_every_personalised_digest_is_a_well_formed_message(settings, tmp_path):
         assert message["To"].addresses[0].addr_spec == recipient
         assert message["To"].addresses[0].display_name == f"Reader Nümber {n}"
         assert message["From"].addresses[0].addr_spec == "digest@brief.example.org"
-        assert message["Subject"] == "The Weekly Brief: 2026-W48"
+        assert message["Subject"] == "The Weekly Brief: November 23 – 29, 2026"
         assert message["List-Id"] == "The Weekly Brief <weekly.brief.example.org>"
         assert message["Date"].datetime == SENT
         key = DeliveryKey("digest:2026-W48", "email", recipient)

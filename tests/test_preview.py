@@ -319,7 +319,7 @@ def test_seeds_gallery_shows_every_due_brief_on_every_channel_and_the_draft(
     # The digest: headers, size against Gmail's limit, desktop and mobile frames, text part.
     (digest,) = dom["emails"]
     assert digest["channel"] == "mail"
-    assert digest["headers"]["Subject"].endswith("2026-W48")
+    assert digest["headers"]["Subject"].endswith("November 23 – 29, 2026")
     assert digest["headers"]["List-Unsubscribe"].startswith("<http")
     assert digest["headers"]["From"]
     assert 0 < digest["htmlBytes"] < digest["clipBytes"] == GMAIL_CLIP_BYTES
@@ -452,7 +452,7 @@ def test_single_brief_emails_are_previewed_beside_the_digest(project, browser, t
     digest, single = dom["emails"]  # the digest section comes first
     title = "Mailed on its own & as <part> of the digest"
     assert single["headers"]["Subject"] == title
-    assert digest["headers"]["Subject"].endswith("2026-W48")
+    assert digest["headers"]["Subject"].endswith("November 23 – 29, 2026")
     for email in (single, digest):
         unsubscribe = email["headers"]["List-Unsubscribe"]
         assert "/unsubscribe/" in unsubscribe and "mailto:leave@example.org" in unsubscribe

@@ -21,7 +21,7 @@ import re
 import unicodedata
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import cache, lru_cache
 from typing import Any, NamedTuple
 from urllib.parse import quote, urlsplit
@@ -35,8 +35,10 @@ from markupsafe import Markup
 from bot.briefs import Brief, clean_text
 from bot.config import ConfigError, Settings
 from bot.message import DeliveryKey
+from bot.render.dates import date_range
 from bot.render.mime import HeaderValueError, PreparedEmail, Recipient, assemble
 from bot.render.templates import template_env
+from bot.timing import parse_period
 
 __all__ = ["PreparedEmail", "Recipient", "RenderedEmail", "archive_url", "brief_archive_url",
            "message_id_for", "prepare_brief_email", "prepare_digest", "render_brief_email",
@@ -136,10 +138,12 @@ def render_digest(settings: Settings, briefs: list[Brief], *, period_label: str,
     email = settings.config.email
     items = [_item(brief, settings) for brief in _display_order(briefs)]
     label = _tidy(period_label)
-    subject = f"{_tidy(email.list_name)}: {label}"
+    dates = _period_dates(settings, period_label)
+    subject = _subject(settings, {"list_name": _tidy(email.list_name), "period_label": label,
+                                  "period_dates": dates, "count": len(items)})
     count = f"{len(items)} brief{'s' if len(items) != 1 else ''}"
     preheader = _shorten(f"{count}: " + "; ".join(item.title for item in items)
-                         if items else f"No new briefs for {label}.")
+                         if items else f"No new briefs for {dates}.")
     token = _token(subject, briefs)
     base = _context(settings, subject=subject, preheader=preheader, token=token, now=now,
                     archive=archive_url(settings, period_label), web=web)
@@ -152,8 +156,9 @@ def render_digest(settings: Settings, briefs: list[Brief], *, period_label: str,
         listed = {item.id for item in newest_first[:shown]}
         cards = [item for item in items if item.id in whole]
         more = [_compact(item) for item in items if item.id in listed and item.id not in whole]
-        context = {**base, "period_label": label, "items": cards + more, "groups": _groups(cards),
-                   "more": more, "count": len(items), "omitted": len(items) - shown}
+        context = {**base, "period_label": label, "period_dates": dates, "items": cards + more,
+                   "groups": _groups(cards), "more": more, "count": len(items),
+                   "omitted": len(items) - shown}
         return _render(settings, "digest", context, token, web=web)
 
     if web:
@@ -291,10 +296,34 @@ def _largest(ok: Callable[[int], bool], high: int) -> int | None:
     return best
 
 
+def _period_dates(settings: Settings, label: str) -> str:
+    """The period's days as readers write them ("November 23 – 29, 2026" in `en`); a label
+    that names no period (a test's, a template's) stands as it is."""
+    try:
+        period = parse_period(label, settings.tz)
+    except ValueError:
+        return _tidy(label)
+    return date_range(period.start.date(), (period.end - timedelta(days=1)).date(),
+                      settings.config.email.language)
+
+
+def _subject(settings: Settings, context: dict[str, Any]) -> str:
+    """The digest's subject from `email/digest_subject.txt.j2`, which a user may override."""
+    name = "email/digest_subject.txt.j2"
+    try:
+        subject = _template_env(settings).get_template(name).render(context)
+    except jinja2.TemplateError as error:
+        raise ConfigError(f"template {name}: {error}; fix the template in "
+                          f"{settings.config.templates}/ or delete it to use the built-in "
+                          "one") from None
+    return _tidy(subject) or context["list_name"]
+
+
 def _context(settings: Settings, *, subject: str, preheader: str, token: str,
              now: datetime, archive: str | None, web: bool) -> dict[str, Any]:
     email = settings.config.email
     return {
+        "language": email.language,
         "archive_url": archive,  # this email's web version ("view in your browser")
         "archive_index_url": archive_url(settings),
         "web_version": web,

@@ -1,0 +1,97 @@
+"""Readers' details: dated subjects and headings, the configured language, the text part's
+width, dark mode. Delivered digests go through aiosmtpd and the real CLI."""
+
+from __future__ import annotations
+
+import email.policy
+import re
+from datetime import UTC, datetime
+from email.parser import BytesParser
+from pathlib import Path
+
+import pytest
+
+from bot.briefs import BriefReader
+from bot.config import ConfigError, Settings, parse_config
+from bot.render.email import prepare_digest
+from tests.digest_setup import NOW, PERIOD, add_subscribers, smtp_project, write_week_briefs
+from tests.smtp_server import smtp_server
+
+THIN = " "  # CLDR writes thin spaces; briefbot plain ones
+WHEN = datetime(2026, 11, 30, 8, tzinfo=UTC)
+
+
+def settings_for(tmp_path: Path, **email) -> Settings:
+    return Settings(parse_config({"templates": "my-templates", "email": email}),
+                    tmp_path / "config.toml")
+
+
+def briefs_in(tmp_path: Path, *bodies: tuple[str, str]) -> list:
+    folder = tmp_path / "briefs"
+    folder.mkdir(exist_ok=True)
+    for n, (title, summary) in enumerate(bodies):
+        (folder / f"b{n}.md").write_text(
+            f"---\ntitle: {title!r}\nstatus: published\npublished_at: 2026-11-2{4 + n}T09:00:00Z"
+            f"\nsource_url: https://example.org/{n}\ncategory: Research\n---\n\n"
+            f"## WHAT HAPPENED\n{summary}\n", encoding="utf-8")
+    return BriefReader().scan([folder]).briefs
+
+
+def delivered(project, language: str):
+    write_week_briefs(project)
+    with smtp_server() as server:
+        smtp_project(project, server, email=f'language = "{language}"')
+        add_subscribers(project, 1)
+        result = project.cli("digest", "send", "--period", PERIOD, "--now", NOW)
+        assert result.returncode == 0, result.stderr
+        (message,) = server.mailbox.received()
+    return BytesParser(policy=email.policy.default).parsebytes(message.data)
+
+
+@pytest.mark.parametrize(("language", "dates"), [
+    ("en-GB", f"23{THIN}–{THIN}29 November 2026"),
+    ("de", "23.–29. November 2026"),
+    ("ja", "2026年11月23日～29日"),
+])
+def test_a_delivered_digest_names_its_dates_in_the_configured_language(project, language,
+                                                                        dates):
+    message = delivered(project, language)
+    assert message["Subject"] == f"The weekly brief: {dates}"
+    assert "W48" not in message["Subject"]
+    html = message.get_body(("html",)).get_content()
+    text = message.get_body(("plain",)).get_content().replace("\r\n", "\n")
+    assert re.search(rf"<html lang=\"{language}\"", html)
+    heading = re.search(r"<h1>(.*?)</h1>", html, re.S).group(1).strip()
+    assert heading == f"The weekly brief: {dates}"
+    assert f"The weekly brief: {dates}\n" in text
+
+
+def test_english_by_default_and_ranges_across_months_and_years(tmp_path):
+    briefs = briefs_in(tmp_path, ("One", "A thing happened."))
+    settings = settings_for(tmp_path)
+    prepared = prepare_digest(settings, briefs, period_label="2026-W48", now=WHEN)
+    assert prepared.subject == f"The weekly brief: November 23{THIN}–{THIN}29, 2026"
+    assert '<html lang="en"' in prepared.html
+    across = prepare_digest(settings, briefs, period_label="2026-11-23+14d", now=WHEN)
+    assert across.subject.endswith(f"November 23{THIN}–{THIN}December 6, 2026")
+    new_year = prepare_digest(settings_for(tmp_path, language="en-GB"), briefs,
+                              period_label="2026-W53", now=WHEN)
+    assert new_year.subject.endswith(f"28 December 2026{THIN}–{THIN}3 January 2027")
+    one_day = prepare_digest(settings, briefs, period_label="2026-11-24", now=WHEN)
+    assert one_day.subject.endswith("November 24, 2026")
+
+
+def test_the_subject_comes_from_a_template_the_user_can_change(tmp_path):
+    (tmp_path / "my-templates" / "email").mkdir(parents=True)
+    (tmp_path / "my-templates" / "email" / "digest_subject.txt.j2").write_text(
+        "{{ count }} briefs, {{ period_dates }} ({{ period_label }})\n", encoding="utf-8")
+    briefs = briefs_in(tmp_path, ("One", "A thing."), ("Two", "Another thing."))
+    prepared = prepare_digest(settings_for(tmp_path, language="fr"), briefs,
+                              period_label="2026-W48", now=WHEN)
+    assert prepared.subject == "2 briefs, 23–29 novembre 2026 (2026-W48)"
+
+
+@pytest.mark.parametrize("language", ["xx-nowhere", "english", "e"])
+def test_a_language_without_date_formats_is_refused_naming_the_key(language):
+    with pytest.raises(ConfigError, match=r"email\.language"):
+        parse_config({"email": {"language": language}})
