@@ -95,3 +95,41 @@ def test_the_subject_comes_from_a_template_the_user_can_change(tmp_path):
 def test_a_language_without_date_formats_is_refused_naming_the_key(language):
     with pytest.raises(ConfigError, match=r"email\.language"):
         parse_config({"email": {"language": language}})
+
+
+# -- the text part ---------------------------------------------------------------------------
+
+JAPANESE = ("東京都は二十三日、蓄電池を使って電力需要のピークを抑え、家庭と企業の電気料金を下げる"
+            "ための新しい送電網の実証実験を湾岸地区の変電所で始めると発表し、「再生可能エネル"
+            "ギーの導入をさらに進めたい」と担当者は話した。")
+
+
+def text_part(prepared) -> str:
+    from bot.render.email import Recipient
+
+    data = prepared.personalise(Recipient("reader@example.net"), message_id="<a@example.org>",
+                                unsubscribe_url="https://example.org/u/x", date=WHEN,
+                                unsubscribe_mailto=None)
+    message = BytesParser(policy=email.policy.default).parsebytes(data)
+    return message.get_body(("plain",)).get_content().replace("\r\n", "\n")
+
+
+def test_cjk_lines_in_the_text_part_are_wrapped_by_display_width(tmp_path):
+    from wcwidth import wcswidth
+
+    briefs = briefs_in(tmp_path, ("送電網の実証実験を始めると東京都が発表、蓄電池で需要のピークを"
+                                  "抑えて料金を下げる狙い", JAPANESE),
+                       ("A long English title that keeps going well past the width of one "
+                        "line of text", "Short."))
+    text = text_part(prepare_digest(settings_for(tmp_path, language="ja"), briefs,
+                                    period_label="2026-W48", now=WHEN))
+    lines = [line for line in text.splitlines() if "http" not in line]
+    assert max(wcswidth(line) for line in lines) <= 72, max(lines, key=wcswidth)
+    # Nothing lost or reordered: the wrapped summary reads back as the original.
+    start = next(i for i, line in enumerate(lines) if line.startswith("  東京都"))
+    joined = "".join(line.strip() for line in lines[start:start + 4])
+    assert joined.startswith(JAPANESE)
+    # Kinsoku: no line starts with closing punctuation.
+    assert not [line for line in lines if line.strip()[:1] in set("、。」）")]
+    # Wide lines are used, not wasted: a wrapped CJK line is nearly full.
+    assert wcswidth(lines[start]) >= 68

@@ -38,6 +38,7 @@ from bot.message import DeliveryKey
 from bot.render.dates import date_range
 from bot.render.mime import HeaderValueError, PreparedEmail, Recipient, assemble
 from bot.render.templates import template_env
+from bot.render.width import wrap
 from bot.timing import parse_period
 
 __all__ = ["PreparedEmail", "Recipient", "RenderedEmail", "archive_url", "brief_archive_url",
@@ -47,7 +48,8 @@ __all__ = ["PreparedEmail", "Recipient", "RenderedEmail", "archive_url", "brief_
 IMAGE_WIDTH = 552  # the 600px column minus its padding
 PREHEADER_LIMIT = 140
 UNCATEGORISED = "Other news"
-_WRAP = re.compile(r"\S.{0,71}(?=\s|$)|\S+")
+TEXT_COLUMNS = 70  # the text part's lines, plus the items' two-space indent: 72 columns
+_WRAP = re.compile(rf"\S.{{0,{TEXT_COLUMNS - 1}}}(?=\s|$)|\S+")
 _SPACE = re.compile(r"\s")
 _EPOCH = datetime.min.replace(tzinfo=UTC)
 _COMMENT = re.compile(r"<!--.*?-->", re.DOTALL)
@@ -85,7 +87,8 @@ class Item(NamedTuple):
     published_at: datetime | None
     image: Image | None
     compact: bool = False  # shown as title and link only, to keep the HTML under the size cap
-    summary_wrapped: str = ""  # the summary in lines of at most 72 characters, for the text part
+    summary_wrapped: str = ""  # the summary in lines of at most 70 columns, for the text part
+    title_wrapped: str = ""  # the title, likewise
     sections: tuple[Section, ...] = ()
 
 
@@ -214,14 +217,18 @@ def _item(brief: Brief, settings: Settings, *, with_sections: bool = False) -> I
     return Item(id=brief.id, title=title, summary=brief.summary, source=source, url=url,
                 category=brief.category or UNCATEGORISED, published_at=published,
                 image=_image(brief, title), sections=sections,
-                summary_wrapped=_wrap(brief.summary))
+                summary_wrapped=_wrap(brief.summary), title_wrapped=_wrap(title))
 
 
 def _wrap(text: str) -> str:
-    """Lines of at most 72 characters, broken at spaces (a longer word gets its own line).
+    """Lines of at most `TEXT_COLUMNS` display columns (a CJK character counts two), broken at
+    spaces or between CJK characters (`bot.render.width`); a longer word gets its own line.
 
-    One regular expression: Jinja's `wordwrap` (textwrap) costs more than the MJML compile."""
-    return "\n".join(_WRAP.findall(text))
+    ASCII takes one regular expression: Jinja's `wordwrap` (textwrap) costs more than the MJML
+    compile."""
+    if text.isascii():
+        return "\n".join(_WRAP.findall(text))
+    return "\n".join(wrap(text, TEXT_COLUMNS))
 
 
 def _image(brief: Brief, title: str) -> Image | None:
