@@ -133,3 +133,63 @@ def test_cjk_lines_in_the_text_part_are_wrapped_by_display_width(tmp_path):
     assert not [line for line in lines if line.strip()[:1] in set("、。」）")]
     # Wide lines are used, not wasted: a wrapped CJK line is nearly full.
     assert wcswidth(lines[start]) >= 68
+
+
+# -- light and dark, in a real browser -------------------------------------------------------
+
+CONTRAST = """(canvas => {
+  const parse = c => { const m = c.match(/rgba?\\(([^)]+)\\)/); if (!m) return null;
+    const p = m[1].split(/[\\s,\\/]+/).filter(Boolean).map(Number);
+    return [p[0], p[1], p[2], p.length > 3 ? p[3] : 1]; };
+  const channel = v => { v /= 255;
+    return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; };
+  const lum = c => 0.2126 * channel(c[0]) + 0.7152 * channel(c[1]) + 0.0722 * channel(c[2]);
+  const background = el => { for (let e = el; e; e = e.parentElement) {
+      const c = parse(getComputedStyle(e).backgroundColor); if (c && c[3] > 0) return c; }
+    return canvas; };
+  const seen = [];
+  const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+  while (walker.nextNode()) {
+    const node = walker.currentNode, el = node.parentElement, style = getComputedStyle(el);
+    if (!node.textContent.trim() || !el.getClientRects().length
+        || style.visibility === 'hidden' || Number(style.opacity) === 0) continue;
+    const fg = parse(style.color), bg = background(el);
+    const a = lum(fg), b = lum(bg);
+    seen.push([node.textContent.trim().slice(0, 40),
+               (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05), style.color,
+               'rgb(' + bg.slice(0, 3).join(',') + ')']);
+  }
+  return {texts: seen, body: lum(background(document.body))};
+})(%s)"""
+
+
+def test_the_delivered_digest_in_light_and_dark_at_phone_and_desktop_widths(project, tmp_path):
+    """Chromium at 320, 375 and 600 px, light and dark: no horizontal scroll, every visible
+    text at least 4.5:1 against what is behind it, and dark mode really dark."""
+    from tests.chromium import chromium
+
+    message = delivered(project, "en")
+    html = message.get_body(("html",)).get_content()
+    assert '<meta name="color-scheme" content="light dark"' in html
+    assert "prefers-color-scheme: dark" in html
+    path = tmp_path / "digest.html"
+    path.write_text(html, encoding="utf-8")
+    with chromium(tmp_path / "profile") as page:
+        for scheme, canvas in (("light", "[255,255,255,1]"), ("dark", "[18,18,18,1]")):
+            page.call("Emulation.setEmulatedMedia",
+                      features=[{"name": "prefers-color-scheme", "value": scheme}])
+            for width in (320, 375, 600):
+                page.open(path.as_uri(), width=width)
+                scroll, viewport = page.evaluate(
+                    "[document.documentElement.scrollWidth, window.innerWidth]")
+                assert scroll == viewport == width, (scheme, width, scroll)
+                seen = page.evaluate(CONTRAST % canvas)
+                texts = seen["texts"]
+                assert any("Unsubscribe" in t[0] for t in texts)
+                assert any("View in your browser" in t[0] for t in texts)
+                low = [t for t in texts if t[1] < 4.5]
+                assert not low, (scheme, width, low)
+                if scheme == "dark":
+                    assert seen["body"] < 0.05, seen["body"]  # a dark page, not the light one
+                else:
+                    assert seen["body"] > 0.8, seen["body"]
