@@ -28,6 +28,7 @@ from bot.plan import digest_briefs
 from bot.render.email import (
     archive_url,
     brief_archive_url,
+    digest_headline,
     render_brief_email,
     render_digest,
 )
@@ -60,15 +61,9 @@ class Archive:
         self._briefs = {b.id: b for b in scan.briefs}
         statuses = settings.config.briefs.published_statuses
         issues: list[Issue] = []
-        mailed_briefs: set[str] = set()
-        mailing = _mailing_channels(settings)
-        for row in ledger.deliveries(states=["sent"]):
-            campaign, channel = row.key.campaign, row.key.channel
-            if row.key.recipient:
-                continue
-            if campaign.startswith("brief:") and channel in mailing:
-                mailed_briefs.add(campaign.removeprefix("brief:"))
-            if not campaign.startswith("digest:") or channel != "*":
+        # Recipient-less rows only: a mailing's per-subscriber rows are never read here.
+        for campaign, row in ledger.for_channel("*", "digest:").items():
+            if row.state != "sent":
                 continue
             try:
                 period = parse_period(campaign.removeprefix("digest:"), settings.tz)
@@ -78,9 +73,14 @@ class Archive:
             briefs = digest_briefs(scan.briefs, period, max(sent_at, period.end), statuses)
             if not briefs:
                 continue  # an empty period: nothing went out
-            rendered = render_digest(settings, briefs, period_label=period.label, now=sent_at,
-                                     web=True)
-            issues.append(Issue(period, sent_at, briefs, rendered.subject, rendered.preheader))
+            subject, preheader = digest_headline(settings, briefs, period_label=period.label)
+            issues.append(Issue(period, sent_at, briefs, subject, preheader))
+        mailed_briefs = {
+            campaign.removeprefix("brief:")
+            for channel in _mailing_channels(settings)
+            for campaign, row in ledger.for_channel(channel, "brief:").items()
+            if row.state == "sent"
+        }
         self.issues = sorted(issues, key=lambda i: i.period.start, reverse=True)
         self._by_label = {issue.label: issue for issue in self.issues}
         self._mailed = {i for i in mailed_briefs if i in self._briefs

@@ -42,8 +42,8 @@ from bot.render.width import wrap
 from bot.timing import parse_period
 
 __all__ = ["PreparedEmail", "Recipient", "RenderedEmail", "archive_url", "brief_archive_url",
-           "message_id_for", "prepare_brief_email", "prepare_digest", "render_brief_email",
-           "render_digest"]
+           "digest_headline", "message_id_for", "prepare_brief_email", "prepare_digest",
+           "render_brief_email", "render_digest"]
 
 IMAGE_WIDTH = 552  # the 600px column minus its padding
 PREHEADER_LIMIT = 140
@@ -142,11 +142,7 @@ def render_digest(settings: Settings, briefs: list[Brief], *, period_label: str,
     items = [_item(brief, settings) for brief in _display_order(briefs)]
     label = _tidy(period_label)
     dates = _period_dates(settings, period_label)
-    subject = _subject(settings, {"list_name": _tidy(email.list_name), "period_label": label,
-                                  "period_dates": dates, "count": len(items)})
-    count = f"{len(items)} brief{'s' if len(items) != 1 else ''}"
-    preheader = _shorten(f"{count}: " + "; ".join(item.title for item in items)
-                         if items else f"No new briefs for {dates}.")
+    subject, preheader = _headline(settings, [item.title for item in items], label, dates)
     token = _token(subject, briefs)
     base = _context(settings, subject=subject, preheader=preheader, token=token, now=now,
                     archive=archive_url(settings, period_label), web=web)
@@ -169,6 +165,25 @@ def render_digest(settings: Settings, briefs: list[Brief], *, period_label: str,
     else:
         html, text = _fit(render, len(items), email.max_html_bytes)
     return RenderedEmail(subject, preheader, html, text, token)
+
+
+def digest_headline(settings: Settings, briefs: list[Brief], *,
+                    period_label: str) -> tuple[str, str]:
+    """The digest's subject and preheader, without rendering it (for the archive's index)."""
+    titles = [brief.title or brief.id for brief in _display_order(briefs)]
+    return _headline(settings, titles, _tidy(period_label),
+                     _period_dates(settings, period_label))
+
+
+def _headline(settings: Settings, titles: list[str], label: str,
+              dates: str) -> tuple[str, str]:
+    subject = _subject(settings, {"list_name": _tidy(settings.config.email.list_name),
+                                  "period_label": label, "period_dates": dates,
+                                  "count": len(titles)})
+    count = f"{len(titles)} brief{'s' if len(titles) != 1 else ''}"
+    preheader = _shorten(f"{count}: " + "; ".join(titles)
+                         if titles else f"No new briefs for {dates}.")
+    return subject, preheader
 
 
 def render_brief_email(settings: Settings, brief: Brief, *, now: datetime,
