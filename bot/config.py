@@ -35,7 +35,11 @@ from bot.timing import (  # noqa: F401  (parse_duration is part of config's API)
 )
 
 DEFAULT_CONFIG = "config.toml"
-SECRET_WORDS = ("password", "secret", "token", "api_key", "access_key")
+SECRET_WORDS = ("password", "secret", "token", "api_key", "apikey", "access_key",
+                "credential", "passwd")
+# Whole words of a key that name a secret (`key` alone, not `hotkey` or `keep`).
+SECRET_NAMES = {"pass", "pwd", "auth", "key"}
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 class ConfigError(Exception):
@@ -268,7 +272,19 @@ def config_source(settings: Settings) -> str:
 
 
 def redact_url(url: str) -> str:
-    return re.sub(r"(//[^:/@]+:)[^@]*@", r"\1***@", url)
+    """`url` with every password form masked: `user:pw@`, `:pw@` (no user), a password with an
+    unencoded `@` in it, and `?password=` style query parameters."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    at = rest.rfind("@")
+    if at != -1:
+        user, colon, _ = rest[:at].partition(":")
+        if colon:
+            rest = f"{user}:***@{rest[at + 1:]}"
+    rest = re.sub(r"(?i)([?&](?:password|passwd|pass|pwd|sslpassword|secret)=)[^&#]*",
+                  r"\1***", rest)
+    return f"{scheme}://{rest}"
 
 
 def format_errors(source: str, error: ValidationError, prefix: tuple[str, ...] = ()) -> str:
@@ -295,17 +311,31 @@ def format_errors(source: str, error: ValidationError, prefix: tuple[str, ...] =
     return "\n".join(lines)
 
 
+def _looks_secret(key: str) -> bool:
+    lowered = str(key).lower()
+    words = set(re.split(r"[^a-z0-9]+", lowered))
+    return bool(words & SECRET_NAMES) or any(word in lowered for word in SECRET_WORDS)
+
+
 def _refuse_inline_secrets(source: str, data: Any, prefix: str = "") -> None:
-    if not isinstance(data, dict):
-        return
-    for key, value in data.items():
-        where = f"{prefix}{key}"
-        if isinstance(value, dict):
+    """No secret values in the file, at any depth (tables, arrays of tables), and every
+    `*_env` names a variable: a pasted secret is refused without being echoed."""
+    items = data.items() if isinstance(data, dict) else (
+        (f"[{n}]", v) for n, v in enumerate(data)) if isinstance(data, list) else ()
+    for key, value in items:
+        where = f"{prefix}{key}" if not str(key).startswith("[") else f"{prefix.rstrip('.')}{key}"
+        name = str(key)
+        if isinstance(value, dict | list):
             _refuse_inline_secrets(source, value, f"{where}.")
-        elif any(word in key.lower() for word in SECRET_WORDS) and not key.endswith("_env"):
+        elif name.endswith("_env"):
+            if not isinstance(value, str) or not ENV_NAME.fullmatch(value):
+                raise ConfigError(
+                    f"{source}: `{where}` names an environment variable, such as "
+                    f'"SMTP_PASSWORD"; write the name there and export the value')
+        elif _looks_secret(name) and value not in ("", None):
             raise ConfigError(
                 f"{source}: `{where}` looks like a secret; secrets never go in the config file. "
-                f'Write `{key}_env = "SOME_VARIABLE"` and export SOME_VARIABLE instead'
+                f'Write `{name}_env = "SOME_VARIABLE"` and export SOME_VARIABLE instead'
             )
 
 

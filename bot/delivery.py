@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
+from bot import redaction
 from bot.channels import Channel
 from bot.config import PublishConfig
 from bot.ledger import Ledger
@@ -75,7 +76,7 @@ class DeliveryStep:
         try:
             message = build()
         except Exception as error:  # noqa: BLE001 - one broken message must not stop a run
-            detail = f"cannot render: {error}"
+            detail = f"cannot render: {_said(error)}"
             self.ledger.record_failure(key, detail, retry_at=None)
             return Result("dead", detail)
 
@@ -91,7 +92,8 @@ class DeliveryStep:
                 return self._failed(key, error, attempts, now, message)
             except Exception as error:  # noqa: BLE001 - an adapter's bug must not stop the run
                 log.exception("channel %s failed on %s", self.channel.name, key)
-                detail = f"the adapter failed unexpectedly ({error!r}); it may have sent"
+                detail = (f"the adapter failed unexpectedly ({redaction.redact(repr(error))}); "
+                          "it may have sent")
                 self.ledger.release(key, note=detail)
                 return Result("unknown", detail, message=message)
         if not self.ledger.record_sent(key, remote_id=receipt.remote_id, remote_url=receipt.url,
@@ -120,12 +122,12 @@ class DeliveryStep:
             receipt = self.channel.reconcile(message)
         except CannotReconcile as error:
             if self.policy != "resend":
-                self.ledger.release(key, note=f"outcome unknown: {error}")
-                return Result("unknown", str(error), message=message)
+                self.ledger.release(key, note=f"outcome unknown: {_said(error)}")
+                return Result("unknown", _said(error), message=message)
             receipt = None
         except (ChannelError, OSError) as error:
-            self.ledger.release(key, note=f"reconcile failed: {error}")
-            return Result("unknown", f"reconcile failed: {error}", message=message)
+            self.ledger.release(key, note=f"reconcile failed: {_said(error)}")
+            return Result("unknown", f"reconcile failed: {_said(error)}", message=message)
         if receipt is not None:
             self.ledger.record_sent(key, remote_id=receipt.remote_id, remote_url=receipt.url,
                                     note="reconciled after an unknown outcome")
@@ -154,22 +156,29 @@ class DeliveryStep:
         channel_error = error if isinstance(error, ChannelError) else None
         if channel_error is not None and channel_error.run_level:
             # Not this key's fault (the server, the login): due again at once, the run stops.
-            self.ledger.record_failure(key, str(error), retry_at=now)
-            return Result("failed", str(error), message=message, error=channel_error)
+            self.ledger.record_failure(key, _said(error), retry_at=now)
+            return Result("failed", _said(error), message=message, error=channel_error)
         if isinstance(error, PermanentError):
-            self.ledger.record_failure(key, str(error), retry_at=None)
-            return Result("dead", str(error), message=message, error=error)
+            self.ledger.record_failure(key, _said(error), retry_at=None)
+            return Result("dead", _said(error), message=message, error=error)
         if isinstance(error, UnknownOutcome):
-            return self._unknown(key, str(error), attempts, error, now, message)
+            return self._unknown(key, _said(error), attempts, error, now, message)
         retry_at = next_attempt(attempts, error, now, self.publish, self.rng)
         if retry_at is None:
-            detail = f"gave up after {attempts} attempts: {error}"
+            detail = f"gave up after {attempts} attempts: {_said(error)}"
             self.ledger.record_failure(key, detail, retry_at=None)
             return Result("dead", detail, message=message, error=channel_error)
-        self.ledger.record_failure(key, str(error), retry_at=retry_at)
-        return Result("failed", f"{error} (attempt {attempts} of {self.publish.max_attempts}; "
+        self.ledger.record_failure(key, _said(error), retry_at=retry_at)
+        return Result("failed", f"{_said(error)} (attempt {attempts} of "
+                      f"{self.publish.max_attempts}; "
                       f"retry at {retry_at:%Y-%m-%d %H:%M:%S} UTC)", message=message,
                       error=channel_error)
+
+
+def _said(error: BaseException) -> str:
+    """An error's text as the sent-log, `status` and the preview may show it: every secret
+    an adapter registered masked (a server may echo a password back in its error)."""
+    return redaction.redact(str(error))
 
 
 class _LeaseRenewer:

@@ -145,3 +145,39 @@ def test_no_configuration_anywhere_exits_2_and_says_so(tmp_path):
     assert result.returncode == 2
     assert "no --config, no $BRIEFBOT_CONFIG and no config.toml" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("url", [
+    "postgresql+psycopg://briefbot:hunter2secret@db.internal/briefbot",
+    "postgresql://:hunter2secret@db.internal/briefbot",
+    "postgresql://briefbot:hunter@2secret@db.internal/briefbot",  # an unencoded @
+    "postgresql://db.internal/briefbot?user=briefbot&password=hunter2secret",
+])
+def test_config_redacts_every_form_of_database_password(project, url):
+    shown = project.cli("config", env={"BRIEFBOT_DATABASE_URL": url}, check=True).stdout
+    assert "hunter" not in shown and "2secret" not in shown
+    assert "db.internal" in shown
+
+
+@pytest.mark.parametrize("table", [
+    '[channels.o]\ntype = "outbox"\npass = "hunter2secret"\n',
+    '[channels.o]\ntype = "outbox"\npwd = "hunter2secret"\n',
+    '[channels.o]\ntype = "outbox"\napikey = "hunter2secret"\n',
+    '[channels.o]\ntype = "outbox"\nauth = "hunter2secret"\n',
+    '[channels.o]\ntype = "outbox"\ncredentials = "hunter2secret"\n',
+    '[channels.o]\ntype = "outbox"\nkey = "hunter2secret"\n',
+    '[channels.o]\ntype = "outbox"\nheaders = [{ name = "x", token = "hunter2secret" }]\n',
+    'database_url_env = "postgresql://u:hunter2secret@h/db"\n',
+])
+def test_inline_secrets_are_refused_at_any_depth_without_being_echoed(project, table):
+    text = project.config.read_text()
+    if table.startswith("database_url_env"):  # into the existing [state] table
+        assert '[state]\ndir = "state"\n' in text
+        text = text.replace('[state]\ndir = "state"\n', '[state]\ndir = "state"\n' + table)
+    else:
+        text += "\n" + table
+    project.config.write_text(text)
+    result = project.cli("check")
+    assert result.returncode == 2, result.stderr
+    assert "hunter2secret" not in result.stderr + result.stdout
+    assert "secret" in result.stderr or "environment variable" in result.stderr
