@@ -53,7 +53,10 @@ HERO_HEAD = re.compile(r"<!--\s*HERO_IMAGE\s*:?")
 # run into the next link's brackets, so every attempt scans its own stretch of text only.
 LINK = re.compile(r"\[([^\[\]]*)\]\([^()\s]*(?:\([^()\s]*\)[^()\s]*)*\)")
 LIST_MARK = re.compile(r"^[^\S\n]*(?:[-*+]|\d+\.)\s+", re.MULTILINE)
-CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b\u2028\u2029]")
+# Control characters, and the bidi overrides and isolates and the BOM, which can make a
+# subject or a post read backwards (mark-up tricks in "From" lines and titles).
+CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b\u2028\u2029\u202a-\u202e"
+                     r"\u2066-\u2069\ufeff]")
 RUN_ON = re.compile(r"([a-z]{2}[.!?])([A-Z][a-z])")
 SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\"“'‘(\[A-Z0-9])")
 IMAGE_SUFFIX = re.compile(r"\.(jpe?g|png|gif|webp|avif)$", re.IGNORECASE)

@@ -468,6 +468,17 @@ def cmd_preview(args: argparse.Namespace, settings: Settings) -> int:
         webbrowser.open(index.resolve().as_uri())
     return EXIT_FAILED if gallery.failed else EXIT_OK
 
+def _sent_log_failure(error: BaseException, settings: Settings | None) -> str | None:
+    """A sent-log that cannot be used (damaged, empty, unreachable): one line, no traceback."""
+    if "bot.ledger" not in sys.modules or settings is None:
+        return None
+    from bot.ledger import LedgerError, describe_database_error
+
+    if isinstance(error, LedgerError):
+        return str(error)
+    return describe_database_error(error, settings.database_url)
+
+
 def _version() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -668,6 +679,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "handler", None):
         parser.print_help()
         return EXIT_USAGE
+    settings: Settings | None = None
     try:
         settings = load_settings(args.config)
         check_channels(settings)
@@ -682,6 +694,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:  # `briefbot config | head`: the reader left, nothing to say
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_FAILED
+    except Exception as error:
+        message = _sent_log_failure(error, settings)
+        if message is None:
+            raise
+        print(f"briefbot: {message}", file=sys.stderr)
         return EXIT_FAILED
 
 

@@ -105,6 +105,37 @@ class EmailConfig(Section):
     # The emails' `<html lang>` and the language of their dates ("en", "en-GB", "de", "ja").
     language: str = "en"
 
+    @field_validator("from_address", "reply_to", "list_id", "list_name", "postal_address",
+                     "base_url", "unsubscribe_mailto")
+    @classmethod
+    def _one_line(cls, value: str | None) -> str | None:
+        # These go into headers: a line break would let the file add headers of its own.
+        if value is not None and re.search(r"[\r\n\x00]", value):
+            raise ValueError("must be one line: remove the line break")
+        return value
+
+    @field_validator("from_address", "reply_to")
+    @classmethod
+    def _address(cls, value: str | None) -> str | None:
+        from email.utils import parseaddr
+
+        if value is None:
+            return value
+        name, address = parseaddr(value)
+        if not re.fullmatch(r"[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+", address or "") or (
+                "<" in value and not value.rstrip().endswith(">")):
+            raise ValueError('expected an address such as "The Weekly Brief '
+                             '<digest@example.org>" or digest@example.org')
+        return value
+
+    @field_validator("base_url")
+    @classmethod
+    def _web_address(cls, value: str) -> str:
+        if not re.fullmatch(r"https?://[^/\s?#]+(/[^\s]*)?", value):
+            raise ValueError('expected the http(s) address where `briefbot serve` answers, '
+                             'such as "https://news.example.org"')
+        return value
+
     @field_validator("language")
     @classmethod
     def _language(cls, value: str) -> str:

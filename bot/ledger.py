@@ -214,13 +214,57 @@ def wall_clock() -> datetime:
     return datetime.now(UTC)
 
 
+class LedgerError(Exception):
+    """The sent-log cannot be used; the message says which one and what to do."""
+
+
+def describe_database_error(error: BaseException, url: str) -> str | None:
+    """One line for a database failure a user can act on, or None if it is not one."""
+    from sqlalchemy.exc import DBAPIError
+
+    if not isinstance(error, DBAPIError):
+        return None
+    where = make_url(url)
+    name = where.database if where.get_backend_name() == "sqlite" else redact_database_url(url)
+    cause = str(error.orig).strip().splitlines()[0] if error.orig else str(error)
+    lowered = cause.lower()
+    if "not a database" in lowered or "malformed" in lowered:
+        return (f"the sent-log {name} is damaged ({cause}); restore it from a backup (README: "
+                "Backing up the SQLite sent-log)")
+    if "readonly" in lowered or "read-only" in lowered:
+        return f"the sent-log {name} is read-only ({cause}); let briefbot's user write it"
+    if "full" in lowered:
+        return (f"the disk holding the sent-log {name} is full ({cause}); free some space: "
+                "nothing was recorded as sent that was not")
+    if "unable to open" in lowered:
+        return f"cannot open the sent-log {name} ({cause}); check the folder and its rights"
+    if where.get_backend_name() != "sqlite":
+        return (f"cannot use the PostgreSQL sent-log at {name} ({cause}); check that the "
+                "server runs and that $BRIEFBOT_DATABASE_URL is right")
+    return f"the sent-log {name} failed: {cause}"
+
+
+def redact_database_url(url: str) -> str:
+    from bot.config import redact_url
+
+    return redact_url(url)
+
+
 def create_ledger_engine(url: str, *, create_folder: bool = True) -> Engine:
     """An engine tuned for the sent-log: SQLite in WAL mode with `BEGIN IMMEDIATE`."""
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
         return create_engine(url, pool_pre_ping=True)
-    if parsed.database and parsed.database != ":memory:" and create_folder:
-        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+    if parsed.database and parsed.database != ":memory:":
+        path = Path(parsed.database)
+        if path.is_file() and path.stat().st_size == 0:
+            # SQLite would take an empty file for a new database, and everything in the briefs
+            # folder would go out again.
+            raise LedgerError(f"the sent-log {path} is empty (0 bytes): it was truncated. "
+                              "Restore it from a backup; or, to start a new sent-log on purpose "
+                              "(everything due would be sent again), delete the file")
+        if create_folder:
+            path.parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(url, connect_args={"timeout": 60})
 
     @event.listens_for(engine, "connect")

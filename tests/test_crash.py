@@ -126,3 +126,29 @@ def test_a_sent_log_restored_from_an_old_backup_refuses_to_send_again(project):
 
     assert project.cli("sent-log", "accept").returncode == 0
     assert project.cli("run", "--once").returncode == 0  # the operator chose to go on
+
+
+def test_an_unusable_sent_log_is_one_clear_line_and_nothing_is_sent(project):
+    from bot.config import load_settings
+    from tests.conftest import write_brief
+
+    write_brief(project.briefs, "a.md")
+    database = load_settings(project.config).state_dir / "ledger.sqlite3"
+    database.parent.mkdir(parents=True, exist_ok=True)
+    cases = {
+        b"": "is empty (0 bytes): it was truncated",  # never taken for a fresh start
+        b"this is not a database, just text\n" * 200: "is damaged",
+    }
+    for content, says in cases.items():
+        database.write_bytes(content)
+        for command in (["run", "--once"], ["status"], ["subscribers", "add", "a@example.org"]):
+            result = project.cli(*command)
+            assert result.returncode == 1, (command, result.stderr)
+            assert says in result.stderr and "Traceback" not in result.stderr, result.stderr
+        assert project.outbox() == []
+
+    url = "postgresql+psycopg://briefbot:hunter2secret@127.0.0.1:9/briefbot"
+    result = project.cli("run", "--once", env={"BRIEFBOT_DATABASE_URL": url})
+    assert result.returncode == 1
+    assert "cannot use the PostgreSQL sent-log at" in result.stderr
+    assert "hunter2secret" not in result.stderr and "Traceback" not in result.stderr

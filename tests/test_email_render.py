@@ -422,11 +422,13 @@ def test_a_template_without_the_unsubscribe_link_is_refused(tmp_path):
 
 def test_configuration_errors_name_the_field(tmp_path):
     brief = write_briefs(tmp_path / "briefs", 1)[0]
-    for key, value in (("from_address", "nobody"), ("list_id", "no list id here"),
-                       ("reply_to", "not an address")):
-        settings = Settings(parse_config({"email": {key: value}}), tmp_path / "config.toml")
-        with pytest.raises(ConfigError, match=f"email.{key}"):
-            prepare_brief_email(settings, brief, now=NOW)
+    for key, value in (("from_address", "nobody"), ("reply_to", "not an address")):
+        with pytest.raises(ConfigError, match=f"email.{key}"):  # as the file loads
+            parse_config({"email": {key: value}})
+    settings = Settings(parse_config({"email": {"list_id": "no list id here"}}),
+                        tmp_path / "config.toml")
+    with pytest.raises(ConfigError, match="email.list_id"):
+        prepare_brief_email(settings, brief, now=NOW)
 
 
 def test_a_nearly_empty_brief_still_renders(settings, tmp_path):
@@ -512,3 +514,12 @@ def test_spamassassin_flags_the_usual_white_text_preheader(settings, tmp_path):
     assert "color:#ffffff" in prepared.html
     score, rules, status = spam_check(personalise(prepared)[0], tmp_path / "home")
     assert "HTML_FONT_LOW_CONTRAST" in rules, status
+
+
+def test_bidi_overrides_and_byte_order_marks_never_reach_a_subject(tmp_path):
+    from bot.briefs import clean_text
+
+    tricked = "\ufeffInvoice \u202egpj.exe\u202c due \u2066now\u2069"
+    cleaned = clean_text(tricked)
+    assert not any(ch in cleaned for ch in "\ufeff\u202a\u202b\u202c\u202d\u202e\u2066\u2069")
+    assert cleaned == "Invoice gpj.exe due now"
