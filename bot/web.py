@@ -19,15 +19,10 @@ import os
 import re
 import signal
 import sys
-import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from email.message import EmailMessage
-from email.utils import format_datetime, make_msgid, parseaddr
 from functools import cached_property
 from http import HTTPStatus
-from pathlib import Path
 from socketserver import ThreadingMixIn
 from typing import Any
 from urllib.parse import parse_qs
@@ -35,13 +30,13 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from bot.config import ConfigError, Settings
 from bot.ledger import Ledger
+from bot.signup import SignupLimiter, form_token, send_confirmation, valid_form_token
 from bot.subscribers import Subscribers, normalise_email
 from bot.tokens import confirm_url, read_token
 
 log = logging.getLogger("briefbot.web")
 
 MAX_BODY_BYTES = 16_384
-CONFIRMATIONS_FOLDER = "outbox/confirmations"
 _TOKEN_IN_PATH = re.compile(r"/(unsubscribe|confirm|preview)/[^\s?\"/]+")
 
 SECURITY_HEADERS = [
@@ -119,6 +114,7 @@ class App:
         self.settings = settings
         self.subscribers = subscribers
         self.routes: list[Route] = []
+        self.limiter = SignupLimiter()
 
     def add(self, method: str, pattern: str, handler: Handler) -> None:
         self.routes.append(Route(method.upper(), re.compile(pattern), handler))
@@ -244,6 +240,7 @@ def subscribe_form(request: Request, *, email: str = "", name: str = "", error: 
     described = ' aria-describedby="problem" aria-invalid="true"' if error else ""
     return Response(page(f"Subscribe to {_list_name(request)}", (
         f"{problem}<form method=\"post\">"
+        f'<input type="hidden" name="form" value="{h(form_token(request.settings))}">'
         f'<label for="email">Email address</label><input id="email" name="email" '
         f'type="email" required autocomplete="email" value="{h(email)}"{described}>'
         f'<label for="name">Name (optional)</label><input id="name" name="name" '
@@ -255,6 +252,16 @@ def subscribe_form(request: Request, *, email: str = "", name: str = "", error: 
 
 def subscribe(request: Request) -> Response:
     email, name = request.form.get("email", ""), request.form.get("name", "").strip()[:200]
+    if not valid_form_token(request.settings, request.form.get("form", "")):
+        # Not posted from our own form (or from a page open for hours): a cross-site post
+        # or a script. Show the form again, nothing changed.
+        return subscribe_form(request, email=email, name=name, status=400, error=(
+            "This form has expired or did not come from this page; please send it again."))
+    wait = request.app.limiter.wait(request.environ.get("REMOTE_ADDR", ""))
+    if wait:
+        return Response(page("Too many sign-ups", "<p>Too many sign-ups from here in a short "
+                             "time. Please try again later.</p>"), 429,
+                        headers=[("Retry-After", str(wait))])
     try:
         address = normalise_email(email)
     except ValueError as error:
@@ -291,40 +298,6 @@ def confirm(request: Request, token: str) -> Response:
 
 
 # -- the confirmation email -------------------------------------------------------------------
-
-
-def send_confirmation(settings: Settings, email: str, confirm_url: str) -> Path:
-    """Write the double opt-in email to `outbox/confirmations/` as an `.eml`; returns its path.
-
-    The one place a sign-up's email leaves from: an SMTP sender can take over here.
-    """
-    cfg = settings.config.email
-    message = EmailMessage()
-    message["From"] = cfg.from_address
-    message["To"] = email
-    message["Subject"] = f"Confirm your subscription to {cfg.list_name}"
-    message["Date"] = format_datetime(datetime.now(UTC))
-    domain = parseaddr(cfg.from_address)[1].rpartition("@")[2] or None
-    message["Message-ID"] = make_msgid("confirm", domain=domain)
-    message["Auto-Submitted"] = "auto-generated"
-    if cfg.reply_to:
-        message["Reply-To"] = cfg.reply_to
-    text = (
-        f"Someone, hopefully you, asked to send {cfg.list_name} to {email}.\n\n"
-        f"To confirm, open this link and press the button:\n{confirm_url}\n\n"
-        "If it was not you, ignore this email: nothing will be sent.\n\n"
-        f"-- \n{cfg.postal_address}\n"
-    )
-    # Unencoded, so the link stays whole on one line for every reader.
-    message.set_content(text, cte="7bit" if text.isascii() else "8bit")
-    folder = settings.resolve(CONFIRMATIONS_FOLDER)
-    folder.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
-    target = folder / f"{stamp}-{uuid.uuid4().hex[:12]}.eml"
-    temporary = target.with_suffix(".tmp")
-    temporary.write_bytes(bytes(message))
-    os.replace(temporary, target)
-    return target
 
 
 # -- app and server ------------------------------------------------------------------------
@@ -453,6 +426,10 @@ class _Server(ThreadingMixIn, WSGIServer):
 
 
 class _Handler(WSGIRequestHandler):
+    # A client that sends its request slowly, or opens a connection and says nothing, is cut
+    # off after this many seconds instead of holding a thread for ever.
+    timeout = 15
+
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (stdlib signature)
         sys.stderr.write(f"{self.address_string()} - {_redact(format % args)}\n")
 

@@ -72,6 +72,12 @@ class Server:
         return requests.request(method, self.url + path, allow_redirects=False, timeout=10,
                                 **kwargs)
 
+    def sign_up(self, data: dict[str, str]) -> requests.Response:
+        """POST the subscribe form as a browser would: with the token of the form it loaded."""
+        form = self.request("GET", "/subscribe").text
+        token = re.search(r'name="form" value="([^"]+)"', form).group(1)
+        return self.request("POST", "/subscribe", data={**data, "form": token})
+
     def stop(self) -> tuple[str, str]:
         if self.process.poll() is None:
             self.process.terminate()
@@ -192,8 +198,7 @@ def test_subscribe_then_confirm_makes_an_address_active(project, serve, monkeypa
     assert form.status_code == 200
     assert '<label for="email">' in form.text and 'type="email"' in form.text
 
-    response = server.request("POST", "/subscribe",
-                              data={"email": "  New.Reader@Example.ORG ", "name": "New"})
+    response = server.sign_up({"email": "  New.Reader@Example.ORG ", "name": "New"})
     assert response.status_code == 200, response.text
     assert "Check your inbox" in response.text
     assert states(project) == {"New.Reader@example.org": "pending"}
@@ -218,12 +223,12 @@ def test_subscribe_then_confirm_makes_an_address_active(project, serve, monkeypa
     assert states(project) == {"New.Reader@example.org": "active"}
 
     # Asking again while active sends nothing, and the answer does not tell.
-    again = server.request("POST", "/subscribe", data={"email": "New.Reader@example.org"})
+    again = server.sign_up({"email": "New.Reader@example.org"})
     assert again.status_code == 200 and "Check your inbox" in again.text
     assert len(list((project.root / "outbox" / "confirmations").glob("*.eml"))) == 1
 
     # An altered confirmation token activates nothing.
-    server.request("POST", "/subscribe", data={"email": "other@example.org"})
+    server.sign_up({"email": "other@example.org"})
     other = make_token(settings, "confirm", "other@example.org")
     altered = other.split(".")[0] + "." + link.rsplit(".", 1)[1]
     assert server.request("POST", f"/confirm/{altered}").status_code == 400
@@ -232,8 +237,7 @@ def test_subscribe_then_confirm_makes_an_address_active(project, serve, monkeypa
 
 def test_a_bad_address_is_refused_and_escaped(project, serve):
     server = serve()
-    response = server.request("POST", "/subscribe",
-                              data={"email": "<script>alert(1)</script>", "name": "<b>x</b>"})
+    response = server.sign_up({"email": "<script>alert(1)</script>", "name": "<b>x</b>"})
     assert response.status_code == 400
     assert "<script>" not in response.text and "<b>x</b>" not in response.text
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in response.text
@@ -288,8 +292,8 @@ def test_the_token_secret_is_never_printed(project, serve, monkeypatch):
     settings = server.settings(monkeypatch)
     outputs = [
         server.request("GET", f"/unsubscribe/{make_token(settings, 'unsubscribe', 'x@a.org')}"),
-        server.request("POST", "/subscribe", data={"email": "b@example.org"}),
-        server.request("POST", "/subscribe", data={"email": "bad"}),
+        server.sign_up({"email": "b@example.org"}),
+        server.sign_up({"email": "bad"}),
         server.request("GET", "/unsubscribe/forged.token"),
     ]
     texts = [r.text + str(r.headers) for r in outputs]
@@ -355,3 +359,37 @@ def test_public_pages_show_no_path_or_internal_error(project, serve):
         answer = server.request("GET", path)
         assert answer.status_code in (400, 404)
         assert str(project.root) not in answer.text and "Traceback" not in answer.text
+
+
+def test_a_post_that_did_not_come_from_the_form_changes_nothing(project, serve):
+    server = serve()
+    for data in ({"email": "csrf@example.org"},  # a cross-site form or a script
+                 {"email": "csrf@example.org", "form": "1.deadbeef"},
+                 {"email": "csrf@example.org", "form": "not-a-token"}):
+        answer = server.request("POST", "/subscribe", data=data)
+        assert answer.status_code == 400 and "expired" in answer.text
+    assert states(project) == {}
+    assert not list((project.root / "outbox").rglob("*.eml"))
+
+
+def test_one_client_cannot_flood_the_list_or_inboxes(project, serve):
+    server = serve()
+    answers = [server.sign_up({"email": f"flood{n}@example.org"}).status_code
+               for n in range(12)]
+    assert answers[:5] == [200] * 5 and set(answers[5:]) == {429}
+    assert len(states(project)) == 5
+    assert len(list((project.root / "outbox" / "confirmations").glob("*.eml"))) == 5
+
+
+def test_a_silent_connection_is_cut_off_and_others_are_still_served(project, serve):
+    server = serve()
+    silent = [socket.create_connection(("127.0.0.1", server.port), timeout=30)
+              for _ in range(5)]
+    try:
+        silent[0].sendall(b"GET /subscribe HTTP/1.1\r\nHost: x\r\n")  # and never finishes
+        assert server.request("GET", "/").status_code == 200  # still answering others
+        silent[0].settimeout(40)
+        assert silent[0].recv(100) == b""  # closed by the server, not left hanging
+    finally:
+        for connection in silent:
+            connection.close()
