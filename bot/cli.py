@@ -358,7 +358,7 @@ def cmd_subscribers(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_subscribers_add(args: argparse.Namespace, settings: Settings) -> int:
     with _subscriber_list(settings) as subscribers:
         try:
-            subscriber = subscribers.add(args.email, args.name,
+            subscriber = subscribers.add(args.email, args.name, force=args.force,
                                          state="pending" if args.pending else "active")
         except ValueError as error:
             raise UsageError(str(error)) from None
@@ -617,11 +617,13 @@ def build_parser() -> argparse.ArgumentParser:
         _config_option(q)
         return q
 
-    q = action("add", cmd_subscribers_add, "Add an address (or re-add one that left).",
+    q = action("add", cmd_subscribers_add, "Add an address (one that left only with --force).",
                "briefbot subscribers add ann@example.org --name Ann")
     q.add_argument("email")
     q.add_argument("--name", help="how to greet them")
     q.add_argument("--pending", action="store_true", help="add as pending (not yet confirmed)")
+    q.add_argument("--force", action="store_true", help="re-add an address that unsubscribed "
+                   "or bounced (only if they asked you themselves)")
     q = action("remove", cmd_subscribers_remove, "Unsubscribe an address; the row stays, so "
                "no import re-adds it.", "briefbot subscribers remove ann@example.org")
     q.add_argument("email")

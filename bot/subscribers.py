@@ -232,10 +232,12 @@ class Subscribers:
         row = self.ledger.run(self._state, email=stored_email).fetchone()
         return row[0] if row else None
 
-    def add(self, email: str, name: str | None = None, *, state: str = "active") -> Subscriber:
+    def add(self, email: str, name: str | None = None, *, state: str = "active",
+            force: bool = False) -> Subscriber:
         """Add an address, or set an existing one's state (and name, if given).
 
-        An operator's explicit `add` re-subscribes someone who had left; imports never do.
+        Whoever unsubscribed or bounced comes back only through their own confirmed sign-up,
+        or with `force` (an operator they asked directly); imports never bring them back.
         """
         display = normalise_email(email)
         key = address_key(display)
@@ -251,6 +253,11 @@ class Subscribers:
                 select(subscribers).where(subscribers.c.email == key)
             ).first()
             changes: dict[str, Any] = {}
+            if current.state in LEFT and state not in LEFT and not force:
+                raise ValueError(
+                    f"{display} {current.state} on {_aware(current.updated_at):%Y-%m-%d}; they "
+                    "come back only through their own confirmed sign-up, or with --force if "
+                    "they asked you themselves")
             if name and current.name != name:
                 changes["name"] = name
             if current.state != state:

@@ -238,7 +238,7 @@ def test_refused_deferred_and_dropped_recipients(project):
             assert again["counts"] == {"already": 18, "failed": 1}, run
         with subscriber_list(project) as subscribers:
             assert subscribers.get(busy).state == "bounced"
-            subscribers.add(busy)  # the operator puts them back
+            subscribers.add(busy, force=True)  # the operator puts them back
         del mailbox.refuse[busy]
         last = project.cli("digest", "send", "--period", PERIOD, "--now", NOW, "--json")
         assert last.returncode == 0, last.stdout

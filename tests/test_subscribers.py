@@ -131,8 +131,9 @@ def test_whoever_left_is_never_re_added_by_an_import(project):
     assert rows["gone@example.org"]["state"] == "unsubscribed"
     assert rows["new@example.org"]["state"] == "active"
 
-    # An operator's explicit `add` is the one way back; `--purge` forgets the address.
-    project.cli("subscribers", "add", "gone@example.org", check=True)
+    # An operator's explicit `add --force` is the one way back besides their own confirmed
+    # sign-up; `--purge` forgets the address.
+    project.cli("subscribers", "add", "gone@example.org", "--force", check=True)
     assert listed(project)["gone@example.org"]["state"] == "active"
     project.cli("subscribers", "remove", "gone@example.org", "--purge", check=True)
     assert "gone@example.org" not in listed(project)
@@ -346,3 +347,15 @@ def test_an_export_never_writes_a_cell_a_spreadsheet_would_run(tmp_path):
     names = [row["name"] for row in csv.DictReader(io.StringIO(out.getvalue()))]
     assert len(names) == 5
     assert all(name.startswith("'") for name in names), names
+
+
+def test_add_never_re_adds_whoever_left_without_force(project):
+    project.cli("subscribers", "add", "left@example.org", check=True)
+    project.cli("subscribers", "remove", "left@example.org", check=True)
+    again = project.cli("subscribers", "add", "Left@example.org")
+    assert again.returncode == 2
+    assert "unsubscribed on" in again.stderr and "--force" in again.stderr
+    assert listed(project)["left@example.org"]["state"] == "unsubscribed"
+    forced = project.cli("subscribers", "add", "left@example.org", "--force")
+    assert forced.returncode == 0
+    assert listed(project)["left@example.org"]["state"] == "active"
