@@ -154,7 +154,7 @@ class Brief:
         for problem in self.problems:
             if problem.code in PLACEHOLDER_CODES:
                 reasons.append(problem.message.split(";")[0])
-            elif problem.severity == "error" and problem.code not in FIELD_CODES:
+            elif problem.severity == "error" and problem.code not in FIELD_CODES | SENDS_ANYWAY:
                 reasons.append(f"{problem.code}: {problem.message.split(';')[0]}")
         return list(dict.fromkeys(reasons))
 
@@ -164,6 +164,8 @@ class Brief:
 
 PLACEHOLDER_CODES = {"placeholder", "hero-image-placeholder", "empty-section", "missing-section"}
 FIELD_CODES = {"missing-title", "missing-published-at", "missing-source-url"}
+# Errors `check` reports that do not hold a brief back: its post goes out without the image.
+SENDS_ANYWAY = {"missing-image"}
 
 
 def normalise_key(key: str) -> str:
@@ -467,6 +469,14 @@ def _parse(
                          "image URL or path in it, or delete it", severity=soft, field="image",
                          line=line)
             )
+
+    if image and not urlsplit(image).scheme:
+        local = (path.parent / Path(image).expanduser())
+        if not local.exists():
+            problems.append(_problem(
+                path, "missing-image", f"hero image {image!r} does not exist (looked for "
+                f"{local}); fix the path, or remove `image` to post without one",
+                severity=soft, field="image", line=line_of("image")))
 
     section_at = _section_finder(section_lines)
     for number, line_text in enumerate(lines, start=1):

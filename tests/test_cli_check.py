@@ -6,6 +6,7 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 from tests.conftest import ROOT, SAMPLE, write_brief
 from tests.test_briefs import BROKEN
@@ -104,3 +105,16 @@ def test_every_help_has_an_example():
     missing = [" ".join(path) for path, parser in found[1:]
                if "Example" not in parser.format_help()]
     assert missing == []
+
+
+def test_a_local_hero_image_that_does_not_exist_is_an_error_yet_the_post_goes_out(project):
+    write_brief(project.briefs, "pictured.md", extra="image: photos/nothere.jpg\n")
+    write_brief(project.briefs, "draft.md", status="draft", extra="image: nothere.png\n")
+    result = project.cli("check", "--json")
+    assert result.returncode == 1
+    found = {(Path(p["path"]).name, p["code"], p["severity"]) for p in json.loads(result.stdout)}
+    assert ("pictured.md", "missing-image", "error") in found
+    assert ("draft.md", "missing-image", "warning") in found
+    run = project.cli("run", "--once")  # the text goes out without the image
+    assert "1 sent" in run.stdout
+    assert run.returncode == 1 and "missing-image" in run.stderr  # and the error is named
