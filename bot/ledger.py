@@ -117,6 +117,16 @@ sources = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
 )
 
+# The text of each post as it went out, so `preview` and `status` show what readers saw even
+# after the brief was edited. New tables need no migration.
+sent_texts = Table(
+    "sent_texts",
+    metadata,
+    Column("campaign", String(300), primary_key=True),
+    Column("channel", String(100), primary_key=True),
+    Column("text", Text, nullable=False),
+)
+
 # Each entry upgrades the schema from version N-1 to N; `metadata.create_all` makes new tables.
 MIGRATIONS: dict[int, Callable[[Any], None]] = {}
 
@@ -738,6 +748,22 @@ class Ledger:
         ).on_conflict_do_nothing(index_elements=["source_url"])
         with self._tx() as conn:
             conn.execute(statement)
+
+    def remember_text(self, key: DeliveryKey, text: str) -> None:
+        """Keep the text a post went out with (the first one stays)."""
+        statement = self._insert(sent_texts).values(
+            campaign=key.campaign, channel=key.channel, text=text[:20_000],
+        ).on_conflict_do_nothing(index_elements=["campaign", "channel"])
+        with self._tx() as conn:
+            conn.execute(statement)
+
+    def sent_text(self, key: DeliveryKey) -> str | None:
+        if self.readonly and not self.exists:
+            return None
+        with self._tx() as conn:
+            return conn.execute(select(sent_texts.c.text).where(
+                (sent_texts.c.campaign == key.campaign) & (sent_texts.c.channel == key.channel)
+            )).scalar()
 
     def known_sources(self) -> dict[str, str]:
         """Source URL → the brief that first went out with it."""

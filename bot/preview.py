@@ -155,6 +155,8 @@ class Card:
     link_card: LinkCard | None = None
     # emails
     email: EmailView | None = None
+    # receipts: the text the post went out with, as the sent-log kept it
+    sent_text: str | None = None
 
     @property
     def network_name(self) -> str:
@@ -271,8 +273,8 @@ class _Builder:
         started = time.perf_counter()
         scan = BriefReader.from_settings(self.settings).scan(self.settings.brief_folders)
         channels, issues = open_for_planning(self.settings)
-        ledger = Ledger(self.settings.database_url, lease=self.settings.config.publish.lease,
-                        readonly=True)
+        ledger = self.ledger = Ledger(self.settings.database_url,
+                                      lease=self.settings.config.publish.lease, readonly=True)
         try:
             plan = make_plan(self.settings, ledger, channels, self.now, scan)
             digests = plan_digest(self.settings, ledger, scan.briefs, self.now)
@@ -332,7 +334,10 @@ class _Builder:
     def _card(self, brief: Brief, channel: Channel, state: State) -> Card:
         network = _network(channel)
         if state.name in ("sent", "changed", "skipped", "in-flight"):
-            return Card("receipt", channel.name, network, state)
+            card = Card("receipt", channel.name, network, state)
+            card.sent_text = self.ledger.sent_text(DeliveryKey(f"brief:{brief.id}",
+                                                               channel.name))
+            return card
         key = DeliveryKey(f"brief:{brief.id}", channel.name)
         try:
             message = channel.render(brief, key)

@@ -152,8 +152,11 @@ class Publisher:
             lambda: channel.render(brief, step.key), content_hash=brief.content_hash, send=send)
         if result.state == "elsewhere":
             return  # another worker has it: its outcome is its own to report
-        if result.state == "sent" and brief.source_url:
-            self.ledger.remember_source(brief.source_url, brief.id)
+        if result.state == "sent":
+            if brief.source_url:
+                self.ledger.remember_source(brief.source_url, brief.id)
+            if result.message is not None and result.message.text:
+                self.ledger.remember_text(step.key, result.message.text)
         url = result.receipt.url if result.receipt else None
         message = result.message if result.state == "sent" else None
         report.add(brief, channel, result.state, result.detail, url, message)

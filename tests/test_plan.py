@@ -160,3 +160,14 @@ def test_a_renamed_brief_is_held_not_posted_again(project):
                 extra="repost: true\n")
     assert project.cli("run", "--once", "--now", NOW).returncode == 0
     assert len(project.outbox()) == 2
+
+
+def test_a_sent_post_shows_the_text_it_went_out_with(project):
+    path = write_brief(project.briefs, "edited.md", title="The first <title>")
+    assert project.cli("run", "--once", "--now", NOW).returncode == 0
+    path.write_text(path.read_text().replace("The first <title>", "A later edit"))
+    gallery = build_gallery(load_settings(project.config), now=MOMENT)
+    (card,) = gallery.entries[0].cards
+    assert card.kind == "receipt" and card.state.name == "changed"
+    assert "The first <title>" in card.sent_text
+    assert "The first &lt;title&gt;" in gallery.html()  # shown as text, escaped
