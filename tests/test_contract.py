@@ -11,7 +11,7 @@ import pytest
 from tests import contract
 
 # Harness modules: tests/harness_<name>.py. Optional ones are skipped while they are missing.
-HARNESSES = ["outbox", "flaky", "x", "mastodon", "webhook", "bluesky"]
+HARNESSES = ["outbox", "flaky", "x", "mastodon", "webhook", "telegram", "bluesky"]
 OPTIONAL = {"bluesky"}
 
 

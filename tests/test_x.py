@@ -183,14 +183,14 @@ def test_refused_credentials_end_dead_in_the_ledger_after_one_request(project, f
 
 
 def test_lost_answer_then_next_run_records_the_post_once(project, fake, creds):
-    """The post went out but its answer was lost; the next run's retry is refused as a
-    duplicate, and the adapter settles it from the timeline: one tweet, recorded as sent."""
+    """The post went out but its answer was lost: the outcome is unknown (never a blind
+    retry), and the next run reconciles it from the timeline: one tweet, recorded as sent."""
     write_brief(project.briefs, "one.md", title="A brief whose answer gets lost")
     project.write_config(channels=f'[channels.x]\ntype = "x"\napi_base = "{fake.url}"\n')
     env = {name: creds[arg] for name, arg in ENV.items()}
     fake.lose_next("POST", "/2/tweets")
     first = project.cli("run", "--once", "--now", "2026-11-28T12:00:00Z", env=env)
-    assert "failed" in first.stdout, first.stdout + first.stderr
+    assert "unknown" in first.stdout, first.stdout + first.stderr
     assert len(fake.tweets) == 1
     second = project.cli("run", "--once", "--now", "2026-11-28T14:00:00Z", env=env)
     assert "sent" in second.stdout, second.stdout + second.stderr

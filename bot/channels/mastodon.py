@@ -14,7 +14,6 @@ import logging
 import re
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import requests
@@ -28,6 +27,7 @@ from bot.channels.base import (
     Receipt,
     TransientError,
 )
+from bot.channels.http import retry_after
 from bot.channels.options import MastodonOptions
 from bot.config import ConfigError
 from bot.images import (
@@ -184,7 +184,7 @@ class MastodonChannel(Channel):
         where = f"{self.instance} answered {status} while {doing}"
         if status == 429:
             return TransientError(f"{where}: rate limited",
-                                  retry_after=_reset_after(response.headers))
+                                  retry_after=retry_after(response.headers))
         if status >= 500 or status == 408:
             return TransientError(f"{where}: {text}")
         if status in (401, 403):
@@ -269,15 +269,3 @@ def _error_text(response: requests.Response) -> str:
     return redaction.redact(str(text) or response.reason or str(response.status_code))
 
 
-def _reset_after(headers: Any) -> float | None:
-    """Seconds until `X-RateLimit-Reset` (an ISO 8601 time), or None if absent or unreadable."""
-    value = headers.get("X-RateLimit-Reset")
-    if not value:
-        return None
-    try:
-        reset = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    if reset.tzinfo is None:
-        reset = reset.replace(tzinfo=UTC)
-    return max(0.0, (reset - datetime.now(UTC)).total_seconds())

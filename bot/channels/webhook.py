@@ -13,9 +13,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import time
 from dataclasses import replace
-from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -24,15 +22,11 @@ import requests
 from bot import redaction
 from bot.channels.base import (
     Channel,
-    ChannelError,
     Message,
-    PermanentError,
     Receipt,
-    TransientError,
-    UnknownOutcome,
 )
+from bot.channels.http import HttpClient, error_for, json_or_none, read_secret
 from bot.channels.options import WebhookOptions
-from bot.config import ConfigError
 from bot.render.post import render_post
 
 
@@ -47,7 +41,7 @@ class WebhookChannel(Channel):
         self.shape = str(self.options.get("shape", "generic"))
         self.secret_env = self.options.get("secret_env")
         self.timeout = float(self.options.get("timeout", 15))
-        self._session: requests.Session | None = None
+        self._http: HttpClient | None = None
 
     def render(self, brief, key) -> Message:
         message = render_post(brief, key, network=self.options.get("network", "generic"),
@@ -97,30 +91,22 @@ class WebhookChannel(Channel):
                 self._secret(self.secret_env, "the webhook signing secret").encode(),
                 body, hashlib.sha256).hexdigest()
         params = {"wait": "true"} if self.shape == "discord" else None
-        if self._session is None:
-            self._session = requests.Session()
-        try:
-            response = self._session.post(url, data=body, headers=headers, params=params,
-                                          timeout=self.timeout)
-        except (requests.ConnectTimeout, requests.exceptions.SSLError) as error:
-            raise TransientError(f"could not reach the webhook {self._where()} "
-                                 f"({type(error).__name__})") from None
-        except requests.ConnectionError as error:
-            if "NewConnectionError" in repr(error) or "Failed to establish" in repr(error):
-                raise TransientError(f"could not reach the webhook {self._where()}") from None
-            # The request may have arrived: without reconcile, the unknown policy decides.
-            raise UnknownOutcome(f"the webhook {self._where()} dropped the connection before "
-                                 "answering") from None
-        except requests.RequestException as error:
-            raise UnknownOutcome(f"the webhook {self._where()} did not answer "
-                                 f"({type(error).__name__})") from None
+        if self._http is None:
+            self._http = HttpClient(f"the webhook {self._where()}", timeout=self.timeout)
+        response = self._http.call("POST", url, doing="posting", data=body, headers=headers,
+                                   params=params)
         if response.ok:
             return _receipt(response, message)
-        raise self._error(response)
+        option = "url" if self.url_option else f"url_env ({self.url_env})"
+        raise error_for(
+            response.status_code, (response.text or response.reason or "")[:200].strip(),
+            where=f"the webhook {self._where()} answered {response.status_code}",
+            headers=response.headers, body=json_or_none(response),
+            refused=f"check `{option}` and `shape` ({self.shape}) of the channel {self.name!r}")
 
     def close(self) -> None:
-        if self._session is not None:
-            self._session.close()
+        if self._http is not None:
+            self._http.close()
 
     # -- plumbing ---------------------------------------------------------------------------
 
@@ -134,28 +120,12 @@ class WebhookChannel(Channel):
         return url
 
     def _secret(self, env_name: str, what: str) -> str:
-        try:
-            value = self.settings.secret(env_name, what=f"channel {self.name}: {what}")
-        except ConfigError as error:
-            raise PermanentError(str(error)) from None
-        redaction.register(value)
-        return value
+        return read_secret(self.settings, env_name, f"channel {self.name}: {what}")
 
     def _where(self) -> str:
         if self.url_option:
             return f"at {urlsplit(str(self.url_option)).netloc}"
         return f"in {self.url_env}"
-
-    def _error(self, response: requests.Response) -> ChannelError:
-        text = redaction.redact((response.text or response.reason or "")[:200].strip())
-        where = f"the webhook {self._where()} answered {response.status_code}"
-        if response.status_code == 429:
-            return TransientError(f"{where}: rate limited", retry_after=_retry_after(response))
-        if response.status_code >= 500 or response.status_code == 408:
-            return TransientError(f"{where}: {text}", retry_after=_retry_after(response))
-        option = "url" if self.url_option else f"url_env ({self.url_env})"
-        return PermanentError(f"{where}: {text}; check `{option}` and `shape` "
-                              f"({self.shape}) of the channel {self.name!r}")
 
 
 def _receipt(response: requests.Response, message: Message) -> Receipt:
@@ -169,24 +139,6 @@ def _receipt(response: requests.Response, message: Message) -> Receipt:
     url = data.get("url")
     return Receipt(remote_id=str(remote_id) if remote_id else message.idempotency_key,
                    url=url if isinstance(url, str) else None)
-
-
-def _retry_after(response: requests.Response) -> float | None:
-    """`Retry-After` in seconds or as an HTTP date, else Discord's JSON `retry_after`."""
-    value = response.headers.get("Retry-After", "").strip()
-    if value:
-        try:
-            return max(0.0, float(value))
-        except ValueError:
-            try:
-                return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
-            except (TypeError, ValueError):
-                pass
-    try:
-        seconds = response.json().get("retry_after")
-        return max(0.0, float(seconds)) if seconds is not None else None
-    except (ValueError, AttributeError, TypeError):
-        return None
 
 
 def _slack_escape(text: str) -> str:

@@ -27,7 +27,9 @@ from bot.channels.base import (
     PermanentError,
     Receipt,
     TransientError,
+    UnknownOutcome,
 )
+from bot.channels.http import never_left, retry_after
 from bot.channels.options import XOptions
 from bot.config import ConfigError
 from bot.images import X_MAX_BYTES, X_MAX_SIDE
@@ -224,7 +226,7 @@ class XChannel(Channel):
                                  f"{redaction.redact(type(error).__name__)}") from None
         if response.status_code == 429:
             raise TransientError(f"X rate limit while {doing}",
-                                 retry_after=_reset_after(response.headers))
+                                 retry_after=retry_after(response.headers))
         if response.status_code >= 500:
             raise TransientError(f"X answered {response.status_code} while {doing}")
         if response.status_code in (401, 403):
@@ -240,6 +242,10 @@ class XChannel(Channel):
             retry = max(0.0, reset - time.time()) if reset is not None else None
             return TransientError(f"X rate limit while {doing}", retry_after=retry)
         if isinstance(error, tweepy.TwitterServerError):
+            if doing == "posting" and error.response.status_code not in (503,):
+                # A gateway error or a crash after the write: it may be on the timeline.
+                return UnknownOutcome(f"X answered {error.response.status_code} while {doing}; "
+                                      "the outcome is unknown until it is reconciled")
             return TransientError(f"X answered {error.response.status_code} while {doing}")
         if isinstance(error, tweepy.Unauthorized | tweepy.Forbidden):
             detail = "; ".join(error.api_messages) or error.response.reason
@@ -249,7 +255,10 @@ class XChannel(Channel):
             return PermanentError(f"X refused the post ({error.response.status_code}: "
                                   f"{redaction.redact(detail)})")
         if isinstance(error, requests.Timeout | requests.ConnectionError):
-            return TransientError(f"X did not answer while {doing} ({type(error).__name__}); "
+            if never_left(error):
+                return TransientError(f"could not reach X while {doing} "
+                                      f"({type(error).__name__})")
+            return UnknownOutcome(f"X did not answer while {doing} ({type(error).__name__}); "
                                   "the outcome is unknown until it is reconciled")
         return TransientError(f"X failed while {doing}: "
                               f"{redaction.redact(type(error).__name__)}")
@@ -269,11 +278,6 @@ def status_url(tweet_id: str) -> str:
 def _links_to(tweet: Any, link: str) -> bool:
     urls = ((getattr(tweet, "entities", None) or {}).get("urls") or [])
     return any(u.get("expanded_url") == link for u in urls) or link in (tweet.text or "").split()
-
-
-def _reset_after(headers: Any) -> float | None:
-    reset = headers.get("x-rate-limit-reset")
-    return max(0.0, int(reset) - time.time()) if reset and reset.isdigit() else None
 
 
 def _detail(response: requests.Response) -> str:
