@@ -46,7 +46,7 @@ from bot.ledger import Ledger
 from bot.message import DeliveryKey
 from bot.plan import DigestStep, Plan, Step, make_plan, open_for_planning, plan_digest
 from bot.redaction import redact
-from bot.render.media import ImageMemo, images_once, prepare_image
+from bot.render.media import ImageMemo, images_once, prepare_image, publish_email_image
 from bot.words import counted
 
 if TYPE_CHECKING:
@@ -496,11 +496,13 @@ class _Builder:
         except Exception as error:  # noqa: BLE001 - a broken template is shown, not raised
             card.kind = "error"
             card.issues.append(Issue("error", f"cannot render the digest: {redact(str(error))}"))
-        left_out = [b.id for b in shown.briefs if b.image and urlsplit(b.image).scheme != "https"]
+        left_out = [b.id for b in shown.briefs
+                    if b.image and urlsplit(b.image).scheme not in ("https", "")]
         if left_out:
             more = f" and {len(left_out) - 10} more" if len(left_out) > 10 else ""
-            card.issues.append(Issue("warning", "emails show only https:// hero images; left "
-                                     f"out for: {', '.join(left_out[:10])}{more}"))
+            card.issues.append(Issue("warning", "emails show https:// and local hero images "
+                                     "only (a local one through `briefbot serve`); left out "
+                                     f"for: {', '.join(left_out[:10])}{more}"))
         return card, f"{note} Sent through {', '.join(senders)}."
 
     def _email(self, prepared: PreparedEmail, title: str, issues: list[Issue],
@@ -538,6 +540,11 @@ class _Builder:
     def _email_images(self, source: str, briefs: list[Brief], issues: list[Issue]) -> str:
         """Remote images → the gallery's copies (or a placeholder): the page loads nothing."""
         by_url = {b.image: b for b in briefs if b.image}
+        for brief in briefs:  # a local image is linked where `briefbot serve` answers for it
+            if brief.image and not urlsplit(brief.image).scheme:
+                published = publish_email_image(self.settings, brief)
+                if published is not None:
+                    by_url[published[0]] = brief
 
         def swap(match: re.Match[str]) -> str:
             url = html.unescape(match.group(2))

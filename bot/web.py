@@ -30,6 +30,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from bot.config import ConfigError, Settings
 from bot.ledger import Ledger
+from bot.render.media import EMAIL_IMAGE_NAME, EMAIL_IMAGES
 from bot.signup import SignupLimiter, form_token, send_confirmation, valid_form_token
 from bot.subscribers import Subscribers, normalise_email
 from bot.tokens import confirm_url, read_token
@@ -320,7 +321,21 @@ def make_app(settings: Settings) -> App:
     if settings.config.web.preview:
         add_preview_routes(app, preview_token(settings))
     add_archive_routes(app)
+    app.add("GET", rf"/images/(?P<name>{EMAIL_IMAGE_NAME})", email_image)
     return app
+
+
+def email_image(request: Request, name: str) -> Response:
+    """A local hero image as the emails link it (public, like the emails' other images)."""
+    path = request.settings.state_dir / EMAIL_IMAGES / name  # the route's pattern: no `/`
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return _not_found()
+    mime = "image/png" if name.endswith(".png") else "image/jpeg"
+    # Named by its content: it never changes, so clients may keep it.
+    return Response(data, content_type=mime,
+                    headers=[("Cache-Control", "public, max-age=31536000, immutable")])
 
 
 # -- the archive (public) ------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email
+import io
 import re
 import socket
 import stat
@@ -11,6 +12,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from email import policy
 
 import pytest
@@ -393,3 +395,32 @@ def test_a_silent_connection_is_cut_off_and_others_are_still_served(project, ser
     finally:
         for connection in silent:
             connection.close()
+
+
+def test_a_local_hero_image_reaches_the_email_through_serve(project, serve):
+    from PIL import Image as PILImage
+
+    from bot.render.email import prepare_digest
+    from tests.conftest import write_brief
+
+    server = serve()
+    PILImage.new("RGB", (3000, 2000), (200, 40, 40)).save(project.briefs / "photo.png")
+    write_brief(project.briefs, "pictured.md", published_at="2026-11-24T09:00:00Z",
+                extra="image: photo.png\nimage_alt: A red square\n")
+    settings = load_settings(project.config)
+    from bot.briefs import BriefReader
+
+    briefs = BriefReader.from_settings(settings).scan(settings.brief_folders).briefs
+    html = prepare_digest(settings, briefs, period_label="2026-W48",
+                          now=datetime(2026, 11, 30, 8, tzinfo=UTC)).html
+    found = re.search(rf'src="({re.escape(server.url)}/images/[0-9a-f]{{32}}\.(?:jpg|png))"',
+                      html)
+    assert found, "the local image is linked where serve answers for it"
+    answer = requests.get(found.group(1), timeout=10)
+    assert answer.status_code == 200 and answer.headers["Content-Type"].startswith("image/")
+    with PILImage.open(io.BytesIO(answer.content)) as fitted:
+        assert max(fitted.size) <= 1200 and fitted.size[0] / fitted.size[1] == pytest.approx(1.5,
+                                                                                          0.01)
+    for guess in ("/images/../config.toml", "/images/" + "0" * 32 + ".png",
+                  "/images/%2e%2e%2fconfig.toml"):
+        assert server.request("GET", guess).status_code == 404

@@ -4,10 +4,11 @@ Both parts are rendered from the same item data by `templates/email/*.j2` (a use
 folder overrides any of them), then MIME-encoded once by `bot.render.mime`; per recipient only
 the personal parts are swapped in.
 
-Hero images: an email shows a brief's image only when it is an absolute `https://` URL. A local
-path or a plain `http://` URL is left out of the email (mail clients block or warn about them and
-we do not host images); the brief still goes out, without its picture. Front-matter
-`image_width`/`image_height` give the image's height in the email; otherwise it scales (`auto`).
+Hero images: an absolute `https://` URL is used as it is (front-matter `image_width` and
+`image_height` give its height; otherwise it scales). A local file is fitted for email (at most
+1200 px, JPEG or PNG, no metadata), kept in the state folder and linked at
+`email.base_url/images/NAME`, where `briefbot serve` answers for it. A plain `http://` URL is
+left out (mail clients block or warn about it); the brief still goes out, without its picture.
 
 Every email links its web version (`archive_url`, "View in your browser") and names the archive
 in `List-Archive`. `web=True` renders that web version for `bot.archive`: the same templates
@@ -36,6 +37,7 @@ from bot.briefs import Brief, clean_text
 from bot.config import ConfigError, Settings
 from bot.message import DeliveryKey
 from bot.render.dates import date_range
+from bot.render.media import publish_email_image
 from bot.render.mime import HeaderValueError, PreparedEmail, Recipient, assemble
 from bot.render.templates import template_env
 from bot.render.width import wrap
@@ -231,7 +233,7 @@ def _item(brief: Brief, settings: Settings, *, with_sections: bool = False) -> I
     published = brief.published_at.astimezone(settings.tz) if brief.published_at else None
     return Item(id=brief.id, title=title, summary=brief.summary, source=source, url=url,
                 category=brief.category or UNCATEGORISED, published_at=published,
-                image=_image(brief, title), sections=sections,
+                image=_image(settings, brief, title), sections=sections,
                 summary_wrapped=_wrap(brief.summary), title_wrapped=_wrap(title))
 
 
@@ -246,12 +248,19 @@ def _wrap(text: str) -> str:
     return "\n".join(wrap(text, TEXT_COLUMNS))
 
 
-def _image(brief: Brief, title: str) -> Image | None:
+def _image(settings: Settings, brief: Brief, title: str) -> Image | None:
     src = (brief.image or "").strip()
     parts = urlsplit(src)
+    alt = brief.image_alt or title
+    if not parts.scheme and src:  # a local file: fitted, and served by `briefbot serve`
+        published = publish_email_image(settings, brief)
+        if published is None:
+            return None
+        url, fitted = published
+        return Image(src=url, alt=alt, width=IMAGE_WIDTH,
+                     height=max(1, round(IMAGE_WIDTH * fitted.height / fitted.width)))
     if parts.scheme != "https" or not parts.netloc or _SPACE.search(src):
         return None
-    alt = brief.image_alt or title
     width, height = brief.extra.get("image_width"), brief.extra.get("image_height")
     scaled = None
     if isinstance(width, int) and isinstance(height, int) and width > 0 and height > 0:

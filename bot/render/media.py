@@ -10,7 +10,9 @@ fetch a failing image once per channel nor re-encode the same picture for each n
 
 from __future__ import annotations
 
+import hashlib
 import io
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -146,3 +148,35 @@ def _unwrap(value: T | ImageError) -> T:
     if isinstance(value, ImageError):
         raise value.with_traceback(None)
     return value
+
+
+# -- hero images for email -------------------------------------------------------------------
+
+#: Local hero images fitted for email live here, under the state folder, and `briefbot serve`
+#: answers for them at `email.base_url/images/NAME`.
+EMAIL_IMAGES = "email-images"
+EMAIL_IMAGE_SIDE = 1200  # twice the 600 px column, for sharp pictures on dense screens
+EMAIL_IMAGE_BYTES = 400_000  # mail clients load them on open: keep them light
+EMAIL_IMAGE_NAME = r"[0-9a-f]{32}\.(?:jpg|png)"
+
+
+def publish_email_image(settings: Settings, brief: Brief) -> tuple[str, ProcessedImage] | None:
+    """A local hero image fitted for email (at most 1200 px, JPEG or PNG, metadata dropped)
+    and written where `briefbot serve` serves it: `(its URL, the fitted image)`, or None when
+    it cannot be used. The name is the hash of the fitted bytes: stable, and unguessable
+    without the picture itself."""
+    image, _warning = prepare_image(settings, brief, max_bytes=EMAIL_IMAGE_BYTES,
+                                    max_side=EMAIL_IMAGE_SIDE)
+    if image is None:
+        return None
+    extension = "png" if image.mime == "image/png" else "jpg"
+    name = f"{hashlib.sha256(image.data).hexdigest()[:32]}.{extension}"
+    folder = settings.state_dir / EMAIL_IMAGES
+    target = folder / name
+    if not target.exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        temporary = target.with_name(f".{name}.{os.getpid()}")
+        temporary.write_bytes(image.data)
+        os.replace(temporary, target)
+    base = settings.config.email.base_url.rstrip("/")
+    return f"{base}/images/{name}", image
