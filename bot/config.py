@@ -92,12 +92,30 @@ class EmailConfig(Section):
     postal_address: str = "briefbot, 1 Example Street, 00000 Example City"
     base_url: str = "http://127.0.0.1:8025"  # where `briefbot serve` answers, for links
     unsubscribe_mailto: str | None = None
+    # The return path: with it, each recipient's envelope sender is `local+TOKEN@domain`
+    # (VERP), so a bounce report names its subscriber and campaign even when mangled.
+    bounce_address: str | None = None
     token_secret_env: str = "BRIEFBOT_TOKEN_SECRET"
     period_days: int = Field(7, ge=1)  # a digest covers an ISO week by default
     single_brief_email: bool = False
     max_html_bytes: int = Field(90_000, ge=10_000)
     hard_bounces: int = Field(1, ge=1)  # 5xx replies before an address is marked bounced
     soft_bounces: int = Field(3, ge=1)  # 4xx replies in a row before it is
+
+    @field_validator("bounce_address")
+    @classmethod
+    def _bounce_address(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        local, at, domain = value.strip().removeprefix("mailto:").rpartition("@")
+        if (not at or not local or not domain or "+" in local or len(local) > 30
+                or not re.fullmatch(r"[A-Za-z0-9._-]+", local)
+                or not re.fullmatch(r"[A-Za-z0-9.-]+\.[A-Za-z0-9-]+", domain)):
+            raise ValueError(
+                'expected a plain address such as "bounce@example.org" (no "+" and at most '
+                "30 characters before the @: briefbot adds +TOKEN, and the whole part before "
+                "the @ must stay within 64 characters)")
+        return f"{local}@{domain.lower()}"
 
 
 class WebConfig(Section):
