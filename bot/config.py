@@ -154,6 +154,29 @@ class ImagesConfig(Section):
         return value
 
 
+class BouncesConfig(Section):
+    """The mailbox `briefbot bounces fetch` reads: bounce reports, complaints, unsubscribe mail."""
+
+    host: str | None = None
+    port: int | None = Field(None, ge=1, le=65535)  # default by security: 993 or 143
+    security: Literal["tls", "starttls"] = "tls"  # IMAPS, or STARTTLS on the plain port
+    user: str | None = None
+    password_env: str = Field("BRIEFBOT_BOUNCES_PASSWORD", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    folder: str = "INBOX"
+    processed_folder: str = "Processed"  # created when missing; nothing is ever deleted
+    ca_file: str | None = None
+    verify_certificates: bool = True
+    timeout: Duration = timedelta(seconds=60)
+    max_messages: int = Field(1000, ge=1)  # per fetch; the rest waits for the next
+    max_message_bytes: int = Field(10_000_000, ge=10_000)  # larger ones are left and listed
+
+    @model_validator(mode="after")
+    def _folders(self) -> BouncesConfig:
+        if self.folder == self.processed_folder:
+            raise ValueError("bounces.processed_folder must differ from bounces.folder")
+        return self
+
+
 class ChannelConfig(BaseModel):
     """Common settings of a channel instance; the rest belong to its adapter."""
 
@@ -180,6 +203,7 @@ class Config(Section):
     email: EmailConfig = EmailConfig()
     web: WebConfig = WebConfig()
     images: ImagesConfig = ImagesConfig()
+    bounces: BouncesConfig = BouncesConfig()
     channels: dict[str, ChannelConfig] = {}
 
     @model_validator(mode="after")

@@ -45,7 +45,7 @@ from bot.message import DeliveryKey, State
 if TYPE_CHECKING:
     from bot.config import Settings
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 SCHEMA_LOCK = 0x62726966  # PostgreSQL advisory lock id held while the schema is upgraded
 STATES = tuple(State)
 
@@ -108,6 +108,19 @@ heartbeats = Table(
 
 # Each entry upgrades the schema from version N-1 to N; `metadata.create_all` makes new tables.
 MIGRATIONS: dict[int, Callable[[Any], None]] = {}
+
+
+def _subscriber_reason(conn: Any) -> None:
+    """2: `subscribers.reason`, why an address left (the table is bot.subscribers')."""
+    from sqlalchemy import inspect
+
+    found = inspect(conn)
+    if found.has_table("subscribers") and "reason" not in {
+            c["name"] for c in found.get_columns("subscribers")}:
+        conn.exec_driver_sql("ALTER TABLE subscribers ADD COLUMN reason VARCHAR(500)")
+
+
+MIGRATIONS[2] = _subscriber_reason
 
 
 @dataclass(frozen=True)

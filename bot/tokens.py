@@ -123,6 +123,13 @@ def read_token(settings: Settings, purpose: str, token: str) -> str | None:
     return email if found == purpose and email else None
 
 
+def find_tokens(text: str) -> list[str]:
+    """Every string in `text` shaped like a token (to be checked with `read_token`)."""
+    found = re.findall(r"(?<![A-Za-z0-9_.-])([A-Za-z0-9_-]+\.[A-Za-z0-9_-]{43})(?![A-Za-z0-9_-])",
+                       text or "")
+    return list(dict.fromkeys(t for t in found if len(t) <= MAX_TOKEN_CHARS))
+
+
 def _link(settings: Settings, route: str, purpose: str, email: str) -> str:
     base = settings.config.email.base_url.rstrip("/")
     return f"{base}/{route}/{make_token(settings, purpose, email)}"

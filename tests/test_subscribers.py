@@ -212,7 +212,7 @@ def test_the_subscriber_lifecycle(database_url, tmp_path):
         out = io.StringIO()
         assert people.export_csv(out) == 4
         assert out.getvalue().splitlines()[0] == (
-            "email,name,state,created_at,confirmed_at,unsubscribed_at,bounced_at")
+            "email,name,state,created_at,confirmed_at,unsubscribed_at,bounced_at,reason")
     finally:
         ledger.close()
 
