@@ -9,11 +9,13 @@ python3 -m venv .venv
 
 # Debian packages the tests use, installed only where missing: PostgreSQL (installed but not
 # running on these machines; the tests start a throwaway cluster with initdb), SpamAssassin (the
-# digest is scored with its local rules), Chromium (the preview is tested in headless Chromium).
+# digest is scored with its local rules), Chromium (the preview is tested in headless Chromium),
+# Dovecot (`bounces fetch` reads real reports from a throwaway IMAP server).
 missing=()
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
 command -v spamassassin >/dev/null 2>&1 || missing+=(spamassassin)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v dovecot >/dev/null 2>&1 || [ -x /usr/sbin/dovecot ] || missing+=(dovecot-imapd)
 if [ ${#missing[@]} -gt 0 ] && [ "$(id -u)" = 0 ]; then
   apt-get update -qq && apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
