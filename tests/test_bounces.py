@@ -348,3 +348,67 @@ def test_every_sample_of_the_corpus_names_its_recipients_or_is_listed(tmp_path, 
     delayed = read_message((CORPUS / "dsn_05.txt").read_bytes(),
                            Directory(settings, ["userx@example.cz"], []))
     assert [f.kind for f in delayed.findings] == ["ignored"]
+
+
+# -- end to end: Postfix bounces for real -----------------------------------------------------
+
+
+def test_postfix_bounces_arrive_in_the_mailbox_and_mark_exactly_those_subscribers(project,
+                                                                                    mailbox):
+    """A digest through Postfix, which accepts every address and then bounces those at
+    bounce.example.net; its own reports, to each recipient's return path, are delivered into
+    the Dovecot mailbox. An ARF complaint and an unsubscribe mail about two of the delivered
+    copies are placed beside them."""
+    import pwd
+
+    from tests import postfix
+
+    why = postfix.available()
+    if why:
+        if os.environ.get("CI"):
+            pytest.fail(f"Postfix is required in CI: {why}")
+        pytest.skip(why)
+    nobody = pwd.getpwnam(pwd.getpwuid(os.stat(mailbox.root / "mail").st_uid).pw_name)
+    with postfix.server(mailbox.root / "mail", mailbox.user,
+                        owner=(nobody.pw_uid, nobody.pw_gid)) as relay:
+        class Relay:
+            host, port = relay.host, relay.port
+
+        smtp_project(project, Relay, email=('bounce_address = "bounce@example.org"\n'
+                                            'unsubscribe_mailto = "unsubscribe@example.org"\n'))
+        use_mailbox(project, mailbox)
+        write_week_briefs(project)
+        gone = ["gone.one@bounce.example.net", "gone.two@bounce.example.net"]
+        kept = [f"{name}@ok.example.com" for name in ("ann", "bob", "cat", "dan")]
+        with subscriber_list(project) as subscribers:
+            for address in gone + kept:
+                subscribers.add(address)
+        sent = project.cli("digest", "send", "--period", PERIOD, "--now", NOW,
+                           env={"BRIEFBOT_TOKEN_SECRET": SECRET})
+        assert sent.returncode == 0 and "6 sent" in sent.stdout, sent.stdout + sent.stderr
+        copies = {str(email.message_from_bytes(p.read_bytes())["To"]).strip("<>"): p.read_bytes()
+                  for p in postfix.wait_for_files(relay.copies, 6)}
+        reports = postfix.wait_for_files(mailbox.root / "mail" / mailbox.user / "Maildir" /
+                                         "new", 2)
+        log = relay.log()
+    assert log.count("status=bounced") == 2 and log.count("status=sent (ok.example.com)") == 4
+    assert all(b"Undelivered Mail Returned to Sender" in p.read_bytes() for p in reports)
+    assert sorted(copies) == sorted(gone + kept)
+    append(mailbox, arf_complaint(copies["ann@ok.example.com"]),
+           unsubscribe_mail(copies["bob@ok.example.com"], "bob@ok.example.com"))
+    before = states(project)
+
+    first = fetch(project, mailbox)
+    assert first.returncode == 0, first.stdout + first.stderr
+    after = states(project)
+    assert {a for a in after if after[a] != before[a]} == set(gone) | {
+        "ann@ok.example.com", "bob@ok.example.com"}
+    assert {after[a][0] for a in gone} == {"bounced"}
+    assert all("5.1.1" in after[a][3] for a in gone)
+    assert after["ann@ok.example.com"][0] == after["bob@ok.example.com"][0] == "unsubscribed"
+    assert {after[a][0] for a in kept[2:]} == {"active"}
+    assert folder(mailbox, "INBOX") == [] and len(folder(mailbox, "Processed")) == 4
+
+    second = fetch(project, mailbox)
+    assert second.returncode == 0 and states(project) == after
+    assert "0 messages" in second.stdout
