@@ -261,6 +261,17 @@ def test_fetch_applies_each_report_once_and_leaves_what_it_cannot_read(project, 
     assert states(project) == after  # nothing changes the second time
     assert len(folder(mailbox, "Processed")) == 7
 
+    # `status` counts them per campaign, as rates of what was sent, and warns.
+    status = project.cli("status", "--json", "--now", NOW, env={"BRIEFBOT_TOKEN_SECRET": SECRET})
+    [mailing] = json.loads(status.stdout)["mailings"]
+    assert (mailing["campaign"], mailing["sent"]) == (CAMPAIGN, 8)
+    assert (mailing["bounces"], mailing["complaints"]) == (3, 1)  # r0, r1, r2; r4
+    assert mailing["bounce_rate"] == 0.375 and mailing["complaint_rate"] == 0.125
+    assert [w.split(" is above")[0] for w in mailing["warnings"]] == [
+        "bounce rate 37.5%", "complaint rate 12.50%"]
+    table = project.cli("status", "--now", NOW, env={"BRIEFBOT_TOKEN_SECRET": SECRET})
+    assert "bounce rate 37.5% is above 2%" in table.stdout
+
 
 def test_a_message_moved_back_after_a_crash_is_not_applied_twice(project, mailbox):
     """The database commit comes before the move: a run that died in between leaves the
