@@ -132,6 +132,16 @@ class Directory:
         return cls(settings, (s.email for s in subscribers.iter_all()),
                    [(k.campaign, k.channel) for k in keys])
 
+    @classmethod
+    def load_keys(cls, settings: Settings, ledger: Ledger) -> Directory:
+        """Only the campaigns (to name a webhook event's campaign by its Message-ID)."""
+        with ledger.engine.connect() as conn:
+            keys = conn.execute(
+                select(deliveries.c.campaign, deliveries.c.channel)
+                .where(deliveries.c.recipient != "").distinct()
+            ).all()
+        return cls(settings, (), [(k.campaign, k.channel) for k in keys])
+
     def known(self, address: str | None) -> str | None:
         """The address as the list holds it, or None."""
         if not address:
@@ -484,6 +494,9 @@ class FetchReport:
                 "moved": self.moved, "more": self.more, "summary": self.summary()}
 
 
+_READY: set[Any] = set()  # engines known to have the mail_reports table
+
+
 class Applier:
     """Applies readings to the list, each with its `mail_reports` rows in one transaction."""
 
@@ -493,6 +506,9 @@ class Applier:
         self.subscribers = subscribers
         self.email = settings.config.email
         self._insert = _dialect_insert(ledger)
+        if ledger.engine not in _READY:  # this module may be imported after the upgrade ran
+            mail_reports.create(ledger.engine, checkfirst=True)
+            _READY.add(ledger.engine)
 
     def apply(self, fingerprint: str, message_id: str, reading: Reading) -> list[str] | None:
         """Outcomes, or None when this message was processed before."""
@@ -513,6 +529,16 @@ class Applier:
                     return None
                 outcomes.append(self._one(conn, finding, fingerprint))
         return outcomes
+
+    def previous(self, fingerprint: str) -> tuple[str, str | None] | None:
+        """(kind, email) of what was applied under `fingerprint` before, if anything."""
+        if self.ledger.engine not in _READY:
+            return None
+        with self.ledger.engine.connect() as conn:
+            row = conn.execute(select(mail_reports.c.kind, mail_reports.c.email).where(
+                (mail_reports.c.fingerprint == fingerprint) & (mail_reports.c.position == 0))
+            ).first()
+        return (row.kind, row.email) if row else None
 
     def _one(self, conn: Any, finding: Finding, fingerprint: str) -> str:
         who = finding.email or finding.named or "nobody on the list"

@@ -126,6 +126,10 @@ class WebConfig(Section):
     # only at /preview/TOKEN/, the token read from this variable.
     preview: bool = False
     preview_token_env: str = "BRIEFBOT_PREVIEW_TOKEN"
+    # Provider webhooks (POST /webhooks/mailgun, /webhooks/postmark): off unless named.
+    mailgun_signing_key_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    postmark_user_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    postmark_password_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 class ImagesConfig(Section):

@@ -73,13 +73,15 @@ class Request:
     def settings(self) -> Settings:
         return self.app.settings
 
+    max_body: int = MAX_BODY_BYTES  # a webhook route allows more
+
     @cached_property
     def body(self) -> bytes:
         try:
             length = int(self.environ.get("CONTENT_LENGTH") or 0)
         except ValueError:
             length = 0
-        if length > MAX_BODY_BYTES:
+        if length > self.max_body:
             raise BodyTooLarge
         return self.environ["wsgi.input"].read(length) if length > 0 else b""
 
@@ -345,7 +347,38 @@ def make_app(settings: Settings) -> App:
         app.add("POST", r"/subscribe", subscribe)
     if settings.config.web.preview:
         add_preview_routes(app, preview_token(settings))
+    add_webhook_routes(app)
     return app
+
+
+def add_webhook_routes(app: App) -> None:
+    """`POST /webhooks/mailgun` and `/webhooks/postmark`, for the providers configured."""
+    import json
+
+    from bot import webhooks
+
+    found = webhooks.secrets_for(app.settings)
+
+    def answer(result: webhooks.Answer) -> Response:
+        return Response(json.dumps(result.body), result.status,
+                        content_type="application/json")
+
+    def mailgun(request: Request) -> Response:
+        request.max_body = webhooks.MAX_BODY_BYTES
+        return answer(webhooks.mailgun(request.settings, request.app.subscribers,
+                                       found["mailgun"], request.body))
+
+    def postmark(request: Request) -> Response:
+        request.max_body = webhooks.MAX_BODY_BYTES
+        return answer(webhooks.postmark(request.settings, request.app.subscribers,
+                                        found["postmark"],
+                                        request.environ.get("HTTP_AUTHORIZATION", ""),
+                                        request.body))
+
+    if "mailgun" in found:
+        app.add("POST", r"/webhooks/mailgun", mailgun)
+    if "postmark" in found:
+        app.add("POST", r"/webhooks/postmark", postmark)
 
 
 # -- the live preview (private) ------------------------------------------------------------

@@ -1,0 +1,175 @@
+"""Provider webhooks on `briefbot serve`: bounces, complaints and unsubscribes that a sending
+service (Mailgun, Postmark) reports over HTTP instead of by mail.
+
+A request is believed only when it proves where it comes from: Mailgun signs each event
+(HMAC-SHA256 of timestamp and token with the webhook signing key; the timestamp must be
+recent, and as the body itself is not signed, a token is accepted for one event only);
+Postmark sends the Basic credentials set in its webhook URL. Anything else gets 403 and
+changes nothing; a body that is not the provider's JSON gets 400. Each event is applied
+through `bot.bounces.Applier`, keyed by the Mailgun token or the Postmark record id, so a
+replayed or retried event changes nothing the second time.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from bot.bounces import Applier, Directory, Finding, Reading, hard_status
+from bot.config import ConfigError, Settings
+from bot.subscribers import Subscribers
+
+MAX_AGE_SECONDS = 15 * 60  # a Mailgun signature older (or newer) than this is refused
+MAX_BODY_BYTES = 262_144
+
+POSTMARK_HARD = {"HardBounce", "BadEmailAddress", "ManuallyDeactivated"}
+POSTMARK_SOFT = {"SoftBounce", "Transient", "DnsError", "Blocked"}
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    body: dict[str, Any]
+
+
+def secrets_for(settings: Settings) -> dict[str, Any]:
+    """The configured providers' secrets, read once when `serve` starts (ConfigError if a
+    configured variable is unset)."""
+    web = settings.config.web
+    found: dict[str, Any] = {}
+    if web.mailgun_signing_key_env:
+        found["mailgun"] = settings.secret(web.mailgun_signing_key_env,
+                                           what="web.mailgun_signing_key_env").encode()
+    if web.postmark_user_env or web.postmark_password_env:
+        if not (web.postmark_user_env and web.postmark_password_env):
+            raise ConfigError("web.postmark_user_env and web.postmark_password_env: set both "
+                              "(the Basic credentials in Postmark's webhook URL), or neither")
+        found["postmark"] = (
+            settings.secret(web.postmark_user_env, what="web.postmark_user_env"),
+            settings.secret(web.postmark_password_env, what="web.postmark_password_env"))
+    return found
+
+
+def _json(body: bytes) -> dict[str, Any] | None:
+    try:
+        data = json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _apply(settings: Settings, subscribers: Subscribers, fingerprint: str, kind: str,
+           address: str, detail: str, message_id: str | None) -> Answer:
+    known = subscribers.get(address)
+    email = known.email if known else None
+    campaign = None
+    if email and message_id:
+        directory = Directory.load_keys(settings, subscribers.ledger)
+        campaign = directory.campaign_of(message_id, email)
+    finding = Finding(kind if email else "ignored", email, campaign,
+                      detail if email else f"{detail} (not on the list)", address)
+    applier = Applier(settings, subscribers.ledger, subscribers)
+    before = applier.previous(fingerprint)
+    if before is not None and before != (finding.kind, finding.email):
+        # The same signed token on another event: a captured signature reused.
+        return Answer(403, {"error": "this signature was already used for another event"})
+    outcomes = applier.apply(fingerprint, message_id or "",
+                             Reading([finding], what="webhook"))
+    if outcomes is None:
+        return Answer(200, {"ok": True, "outcome": "already applied; nothing changed"})
+    return Answer(200, {"ok": True, "outcome": outcomes[0]})
+
+
+def mailgun(settings: Settings, subscribers: Subscribers, key: bytes, body: bytes,
+            now: float | None = None) -> Answer:
+    """Mailgun's webhook (JSON: `signature` and `event-data`)."""
+    data = _json(body)
+    if data is None or not isinstance(data.get("signature"), dict) or not isinstance(
+            data.get("event-data"), dict):
+        return Answer(400, {"error": "expected Mailgun's JSON: signature and event-data"})
+    signature = data["signature"]
+    timestamp, token, given = (str(signature.get(k, "")) for k in
+                               ("timestamp", "token", "signature"))
+    expected = hmac.new(key, (timestamp + token).encode(), hashlib.sha256).hexdigest()
+    if not (timestamp and token and hmac.compare_digest(expected, given.lower())):
+        return Answer(403, {"error": "the signature does not verify"})
+    try:
+        age = abs((time.time() if now is None else now) - int(timestamp))
+    except ValueError:
+        return Answer(403, {"error": "the signature's timestamp is not a number"})
+    if age > MAX_AGE_SECONDS:
+        return Answer(403, {"error": "the signature is too old (a replay?)"})
+    event = data["event-data"]
+    name = str(event.get("event", "")).lower()
+    address = str(event.get("recipient", "")).strip()
+    status = event.get("delivery-status") if isinstance(event.get("delivery-status"),
+                                                         dict) else {}
+    if name == "failed":
+        code = str(status.get("enhanced-code") or status.get("code") or "")
+        permanent = str(event.get("severity", "")).lower() == "permanent"
+        kind = "hard" if permanent and (not code.startswith("5.") or hard_status(code)) \
+            else "soft"
+        detail = " ".join(f"{code} {status.get('description') or status.get('message') or ''}"
+                          .split()) or f"{event.get('severity', '')} failure"
+    elif name == "complained":
+        kind, detail = "complaint", "complaint (reported through Mailgun)"
+    elif name == "unsubscribed":
+        kind, detail = "unsubscribe", "unsubscribed through Mailgun"
+    else:
+        return Answer(200, {"ok": True, "outcome": f"{name or 'an'} event: nothing to do"})
+    if not address:
+        return Answer(400, {"error": "the event names no recipient"})
+    headers = (event.get("message") or {}).get("headers") or {}
+    message_id = str(headers.get("message-id") or "").strip() or None
+    if message_id and not message_id.startswith("<"):
+        message_id = f"<{message_id}>"
+    # Mailgun signs the timestamp and token, not the body: a token is good for one event.
+    fingerprint = "mailgun:" + hashlib.sha256(token.encode()).hexdigest()[:48]
+    return _apply(settings, subscribers, fingerprint, kind, address,
+                  f"{detail} (Mailgun)" if kind in ("hard", "soft") else detail, message_id)
+
+
+def postmark(settings: Settings, subscribers: Subscribers, credentials: tuple[str, str],
+             authorization: str, body: bytes) -> Answer:
+    """Postmark's bounce, spam complaint and subscription change webhooks (Basic auth)."""
+    expected = "Basic " + base64.b64encode(":".join(credentials).encode()).decode()
+    if not hmac.compare_digest(expected.encode(), authorization.strip().encode()):
+        return Answer(403, {"error": "the credentials are wrong"})
+    data = _json(body)
+    if data is None or not data.get("RecordType"):
+        return Answer(400, {"error": "expected Postmark's JSON with a RecordType"})
+    record = str(data["RecordType"])
+    address = str(data.get("Email") or data.get("Recipient") or "").strip()
+    kind_name = str(data.get("Type") or "")
+    if record == "Bounce":
+        kind = ("hard" if kind_name in POSTMARK_HARD else "soft" if kind_name in POSTMARK_SOFT
+                else None)
+        if kind_name == "SpamComplaint":
+            kind = "complaint"
+        detail = " ".join(f"{kind_name}: {data.get('Description') or ''} "
+                          f"{data.get('Details') or ''}".split())[:500]
+    elif record == "SpamComplaint":
+        kind, detail = "complaint", "complaint (reported through Postmark)"
+    elif record == "SubscriptionChange" and data.get("SuppressSending") is True:
+        kind = "unsubscribe"
+        detail = f"unsubscribed through Postmark ({data.get('SuppressionReason') or 'manual'})"
+    else:
+        return Answer(200, {"ok": True, "outcome": f"{record} {kind_name}: nothing to do"})
+    if kind is None:
+        return Answer(200, {"ok": True, "outcome": f"{kind_name}: nothing to do"})
+    if not address:
+        return Answer(400, {"error": "the record names no Email"})
+    record_id = str(data.get("ID") or hashlib.sha256(body).hexdigest())
+    message_id = None
+    content = data.get("Content")
+    if isinstance(content, str):
+        import email
+
+        message_id = email.message_from_string(content).get("Message-ID")
+    fingerprint = f"postmark:{record}:{record_id}"[:64]
+    return _apply(settings, subscribers, fingerprint, kind, address, detail, message_id)

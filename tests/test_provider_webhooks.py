@@ -1,0 +1,133 @@
+"""Provider webhooks on `briefbot serve` over real HTTP, with real signatures: Mailgun (HMAC of
+timestamp and token with the signing key) and Postmark (Basic credentials)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import time
+
+import pytest
+
+from tests.test_web import add, serve, subscriber_list  # noqa: F401 (serve is a fixture)
+
+MAILGUN_KEY = "key-test-mailgun-signing-0123456789abcdef"
+POSTMARK = ("postmark-hooks", "pm-basic-password-9f8e7d")
+WEB = ('mailgun_signing_key_env = "TEST_MAILGUN_KEY"\n'
+       'postmark_user_env = "TEST_PM_USER"\npostmark_password_env = "TEST_PM_PASSWORD"\n')
+
+
+@pytest.fixture
+def server(project, serve):  # noqa: F811
+    project.env.update(TEST_MAILGUN_KEY=MAILGUN_KEY, TEST_PM_USER=POSTMARK[0],
+                       TEST_PM_PASSWORD=POSTMARK[1])
+    running = serve(web=WEB)
+    add(project, "ann@example.net", "bob@example.net", "cat@example.net", "dan@example.net",
+        "eve@example.net")
+    return running
+
+
+def people(project) -> dict[str, tuple]:
+    with subscriber_list(project) as subscribers:
+        return {s.email: (s.state, s.hard_bounces, s.soft_bounces, s.reason)
+                for s in subscribers.iter_all()}
+
+
+def mailgun_body(event: dict, *, key: str = MAILGUN_KEY, timestamp: int | None = None,
+                 token: str = "a8ce0edb2dd8301dee6c2405235584e45aa91d1e9f979f3de0") -> bytes:
+    stamp = str(int(time.time()) if timestamp is None else timestamp)
+    signature = hmac.new(key.encode(), (stamp + token).encode(), hashlib.sha256).hexdigest()
+    return json.dumps({"signature": {"timestamp": stamp, "token": token,
+                                     "signature": signature},
+                       "event-data": event}).encode()
+
+
+def failed(recipient: str, event_id: str, severity: str = "permanent") -> dict:
+    return {"id": event_id, "event": "failed", "severity": severity, "reason": "bounce",
+            "recipient": recipient, "timestamp": time.time(),
+            "delivery-status": {"code": 550, "enhanced-code": "5.1.1",
+                                "description": "The email account does not exist"},
+            "message": {"headers": {"message-id": "20261130080102.1@example.org"}}}
+
+
+def post(server, path: str, body: bytes, **headers: str):
+    return server.request("POST", path, data=body,
+                          headers={"Content-Type": "application/json", **headers})
+
+
+def test_mailgun_events_apply_once_and_anything_unsigned_changes_nothing(project, server):
+    hard = mailgun_body(failed("ann@example.net", "ev-1"))
+    first = post(server, "/webhooks/mailgun", hard)
+    assert first.status_code == 200 and "now bounced" in first.json()["outcome"]
+    replay = post(server, "/webhooks/mailgun", hard)
+    assert replay.status_code == 200 and "nothing changed" in replay.json()["outcome"]
+    after = people(project)
+    assert after["ann@example.net"][:2] == ("bounced", 1)
+    assert "5.1.1" in after["ann@example.net"][3]
+
+    forged = mailgun_body(failed("bob@example.net", "ev-2"), key="not-the-key")
+    stale = mailgun_body(failed("bob@example.net", "ev-3"), timestamp=int(time.time()) - 3600)
+    tampered = hard.replace(b"ann@example.net", b"bob@example.net")
+    for body in (forged, stale, tampered):
+        assert post(server, "/webhooks/mailgun", body).status_code == 403
+    for body in (b"{not json", b"[]", json.dumps({"signature": "x"}).encode()):
+        assert post(server, "/webhooks/mailgun", body).status_code == 400
+    assert people(project) == after  # none of them changed anything
+
+    complaint = mailgun_body({"id": "ev-4", "event": "complained",
+                              "recipient": "bob@example.net"}, token="t" * 50)
+    assert post(server, "/webhooks/mailgun", complaint).status_code == 200
+    soft = mailgun_body(failed("cat@example.net", "ev-5", "temporary"), token="u" * 50)
+    assert post(server, "/webhooks/mailgun", soft).status_code == 200
+    opened = mailgun_body({"id": "ev-6", "event": "opened", "recipient": "dan@example.net"},
+                          token="v" * 50)
+    assert post(server, "/webhooks/mailgun", opened).status_code == 200
+    now = people(project)
+    assert now["bob@example.net"][0] == "unsubscribed" and "complaint" in now["bob@example.net"][3]
+    assert now["cat@example.net"][:3] == ("active", 0, 1)
+    assert now["dan@example.net"] == after["dan@example.net"]
+    _, err = server.stop()
+    assert "Traceback" not in err
+
+
+def test_postmark_needs_its_credentials_and_a_replay_changes_nothing(project, server):
+    good = "Basic " + base64.b64encode(":".join(POSTMARK).encode()).decode()
+    wrong = "Basic " + base64.b64encode(b"postmark-hooks:guess").decode()
+    bounce = json.dumps({"RecordType": "Bounce", "ID": 4323372036854775807,
+                         "Type": "HardBounce", "TypeCode": 1, "Email": "cat@example.net",
+                         "Description": "The server was unable to deliver your message",
+                         "Details": "smtp;550 5.1.1 The email account does not exist",
+                         "BouncedAt": "2026-11-30T08:01:02Z"}).encode()
+    before = people(project)
+    assert post(server, "/webhooks/postmark", bounce).status_code == 403
+    assert post(server, "/webhooks/postmark", bounce, Authorization=wrong).status_code == 403
+    assert post(server, "/webhooks/postmark", b"{", Authorization=good).status_code == 400
+    assert people(project) == before
+    for _ in range(2):
+        assert post(server, "/webhooks/postmark", bounce, Authorization=good).status_code == 200
+    complaint = json.dumps({"RecordType": "SpamComplaint", "ID": 42, "Type": "SpamComplaint",
+                            "Email": "dan@example.net"}).encode()
+    assert post(server, "/webhooks/postmark", complaint, Authorization=good).status_code == 200
+    change = json.dumps({"RecordType": "SubscriptionChange", "Recipient": "eve@example.net",
+                         "SuppressSending": True, "SuppressionReason": "ManualSuppression",
+                         "ID": 7}).encode()
+    assert post(server, "/webhooks/postmark", change, Authorization=good).status_code == 200
+    after = people(project)
+    assert after["cat@example.net"][:2] == ("bounced", 1)  # once, though posted twice
+    assert after["dan@example.net"][0] == "unsubscribed"
+    assert after["eve@example.net"][0] == "unsubscribed"
+    assert after["ann@example.net"] == before["ann@example.net"]
+
+
+def test_webhook_routes_exist_only_when_configured(project, serve):  # noqa: F811
+    running = serve()
+    assert post(running, "/webhooks/mailgun", b"{}").status_code == 404
+    assert post(running, "/webhooks/postmark", b"{}").status_code == 404
+
+
+def test_a_configured_webhook_whose_secret_is_unset_stops_serve_with_exit_2(project):
+    project.write_config(extra=f"[web]\n{WEB}")
+    result = project.cli("serve", "--port", "0", timeout=30)
+    assert result.returncode == 2 and "TEST_MAILGUN_KEY is not set" in result.stderr
