@@ -80,6 +80,7 @@ class ScheduleConfig(Section):
     publish: str = "10m"
     digest: str = "mon 08:00"
     digest_grace: Duration = timedelta(hours=12)  # a digest missed by longer is not sent late
+    bounces: str | None = None  # how often the daemon reads the [bounces] mailbox; unset: never
 
 
 class EmailConfig(Section):
@@ -220,6 +221,14 @@ class Config(Section):
             parse_digest_schedule(self.schedule.digest)
         except ValueError as error:
             raise ValueError(schedule_error(self.schedule.digest, error)) from None
+        if self.schedule.bounces is not None:
+            try:
+                parse_publish_interval(self.schedule.bounces)
+            except ValueError as error:
+                raise ValueError(f"schedule.bounces: {error}") from None
+            if not (self.bounces.host and self.bounces.user):
+                raise ValueError("schedule.bounces is set, but bounces.host and bounces.user "
+                                 "are not: say which mailbox to read, or unset it")
         return self
 
     @field_validator("timezone")

@@ -423,3 +423,31 @@ def test_postfix_bounces_arrive_in_the_mailbox_and_mark_exactly_those_subscriber
     second = fetch(project, mailbox)
     assert second.returncode == 0 and states(project) == after
     assert "0 messages" in second.stdout
+
+
+def test_the_daemon_reads_the_mailbox_on_schedule_bounces(project, mailbox):
+    from tests.test_daemon import start_daemon, stop, wait_until
+
+    sent = sent_digest(project)
+    use_mailbox(project, mailbox)
+    with open(project.config, "a", encoding="utf-8") as config:
+        config.write('\n[schedule]\nbounces = "1s"\n')
+    r0 = "reader00000@example.net"
+    append(mailbox, postfix_dsn(sent[r0][0], r0, "5.1.1", sent[r0][1]))
+    child = start_daemon(project, env={"BRIEFBOT_TOKEN_SECRET": SECRET,
+                                       "TEST_BOUNCES_PASSWORD": mailbox.password})
+    try:
+        assert wait_until(lambda: states(project)[r0][0] == "bounced", timeout=60)
+    finally:
+        code, out = stop(child)
+    assert code == 0, out
+    assert folder(mailbox, "INBOX") == []
+    status = json.loads(project.cli("status", "--json", "--now", NOW).stdout)
+    assert "1 bounced" in status["daemon"]["jobs"]["bounces"]["last_outcome"]
+
+
+def test_schedule_bounces_without_a_mailbox_is_a_configuration_error(project):
+    project.write_config(extra='[schedule]\nbounces = "5m"\n')
+    result = project.cli("check")
+    assert result.returncode == 2 and "schedule.bounces is set, but bounces.host" in (
+        result.stderr)
