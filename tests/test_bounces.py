@@ -451,3 +451,36 @@ def test_schedule_bounces_without_a_mailbox_is_a_configuration_error(project):
     result = project.cli("check")
     assert result.returncode == 2 and "schedule.bounces is set, but bounces.host" in (
         result.stderr)
+
+
+def test_with_a_return_path_soft_bounces_add_up_across_campaigns(project, mailbox):
+    """Through a relay every message is accepted; that acceptance says nothing of the mailbox,
+    so it no longer wipes the soft bounces that reports brought in. Three campaigns that
+    soft-bounced mark the address bounced (email.soft_bounces = 3)."""
+    from tests.conftest import write_brief
+
+    sent = {PERIOD: sent_digest(project)}
+    r2 = "reader00002@example.net"
+    for week, day in (("2026-W49", "2026-12-01"), ("2026-W50", "2026-12-08")):
+        write_brief(project.briefs, f"{week}.md", title=f"News of {week}",
+                    published_at=f"{day}T10:00:00Z")
+    soft = []
+    for n, (period, now) in enumerate(((PERIOD, None), ("2026-W49", "2026-12-07T08:00:00Z"),
+                                       ("2026-W50", "2026-12-14T08:00:00Z"))):
+        if now is not None:
+            with smtp_server() as server:
+                smtp_project(project, server, email=(
+                    'bounce_address = "bounce@example.org"\n'
+                    'unsubscribe_mailto = "unsubscribe@example.org"\n'))
+                project.cli("digest", "send", "--period", period, "--now", now, check=True,
+                            env={"BRIEFBOT_TOKEN_SECRET": SECRET})
+                sent[period] = {m.rcpt_tos[0]: (m.mail_from, m.data)
+                                for m in server.mailbox.received()}
+            # Accepted again, yet the count from the report before stands.
+            assert states(project)[r2][2] == n
+        use_mailbox(project, mailbox)
+        sender, data = sent[period][r2]
+        append(mailbox, postfix_dsn(sender, r2, "4.2.2", data, queue_id=f"ABC{n}"))
+        assert fetch(project, mailbox).returncode == 0
+        soft.append(states(project)[r2][:3])
+    assert soft == [("active", 0, 1), ("active", 0, 2), ("bounced", 0, 3)]
