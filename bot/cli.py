@@ -339,9 +339,13 @@ def cmd_subscribers_list(args: argparse.Namespace, settings: Settings) -> int:
             _print_json([s.as_dict() for s in found])
             return EXIT_OK
         rows = [(s.email, s.name, s.state, s.created_at.isoformat()[:16],
-                 s.updated_at.isoformat()[:16]) for s in found]
-    _table(None, ["email", "name", "state", "added", "changed"], rows,
-           whole=["email", "added", "changed"])
+                 s.updated_at.isoformat()[:16], s.reason) for s in found]
+    if any(r[5] for r in rows):  # why addresses left (a bounce's status, a complaint), and when
+        _table(None, ["email", "state", "changed", "reason"],
+               [(r[0], r[2], r[4], r[5]) for r in rows], whole=["email", "changed"])
+    else:
+        _table(None, ["email", "name", "state", "added", "changed"], [r[:5] for r in rows],
+               whole=["email", "added", "changed"])
     counts = ", ".join(f"{n} {state}" for state, n in Counter(r[2] for r in rows).items())
     print(counted(len(rows), "subscriber") + (f": {counts}" if counts else ""), file=sys.stderr)
     return EXIT_OK

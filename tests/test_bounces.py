@@ -237,6 +237,10 @@ def test_fetch_applies_each_report_once_and_leaves_what_it_cannot_read(project, 
     assert after[r[4]][0] == "unsubscribed" and "complaint (abuse report" in after[r[4]][3]
     assert after[r[5]][0] == "unsubscribed" and "unsubscribe request" in after[r[5]][3]
     assert after["userx@example.de"][0] == "bounced"
+    listed = project.cli("subscribers", "list", "--state", "bounced")
+    assert all(a in listed.stdout for a in (r[0], r[1])) and "5.1.1" in listed.stdout
+    exported = project.cli("subscribers", "export").stdout
+    assert "complaint (abuse report by SomeGenerator/1.0)" in exported
     assert {after[a][0] for a in (r[3], r[6], r[7])} == {"active"}
     # Understood messages moved, never deleted; the rest left where they were, and listed.
     assert len(folder(mailbox, "Processed")) == 7
