@@ -112,7 +112,7 @@ class Subscriber:
     def from_row(cls, row: Any) -> Subscriber:
         m = row._mapping
         return cls(**{
-            name: _aware(m[name]) if name.endswith("_at") else m[name]
+            name: _aware(m.get(name)) if name.endswith("_at") else m.get(name)
             for name in cls.__dataclass_fields__
         })
 
@@ -181,6 +181,11 @@ class Subscribers:
         self._missing = ledger.readonly and not (
             ledger.exists and inspect(self.engine).has_table("subscribers")
         )
+        # A read-only look at a database from before `reason` (schema 1): read without it.
+        self._columns = list(subscribers.c)
+        if ledger.readonly and not self._missing and "reason" not in {
+                c["name"] for c in inspect(self.engine).get_columns("subscribers")}:
+            self._columns = [c for c in subscribers.c if c.name != "reason"]
         self._state = ledger.prepare(
             select(subscribers.c.state).where(subscribers.c.email == bindparam("email")))
 
@@ -211,7 +216,7 @@ class Subscribers:
         if key is None or self._missing:
             return None
         with self.engine.connect() as conn:
-            row = conn.execute(select(subscribers).where(subscribers.c.email == key)).first()
+            row = conn.execute(select(*self._columns).where(subscribers.c.email == key)).first()
         return Subscriber.from_row(row) if row else None
 
     def is_active(self, email: str) -> bool:
@@ -412,7 +417,7 @@ class Subscribers:
             raise ValueError("batch must be at least 1")
         last_id = 0
         while True:
-            query = select(subscribers).where(subscribers.c.id > last_id)
+            query = select(*self._columns).where(subscribers.c.id > last_id)
             if state is not None:
                 query = query.where(subscribers.c.state == state)
             with self.engine.connect() as conn:

@@ -279,3 +279,32 @@ def test_a_web_request_never_moves_a_left_address_back_to_pending(tmp_path):
         assert people.get("gone@example.org").state == "active"
     finally:
         ledger.close()
+
+
+def test_a_list_from_schema_1_is_read_as_it_is_and_upgraded_with_a_reason_column(tmp_path):
+    """A database written before `reason` existed: a read-only look works without it, and the
+    next writer adds the column (schema 2), keeping every row."""
+    import sqlite3
+
+    path = tmp_path / "ledger.sqlite3"
+    ledger = Ledger(f"sqlite:///{path}")
+    Subscribers(ledger).add("ann@example.org")
+    ledger.close()
+    with sqlite3.connect(path) as conn:
+        conn.execute("ALTER TABLE subscribers DROP COLUMN reason")
+        conn.execute("UPDATE briefbot_meta SET value = '1' WHERE key = 'schema_version'")
+    reader = Ledger(f"sqlite:///{path}", readonly=True)
+    try:
+        assert [(s.email, s.reason) for s in Subscribers(reader).iter_all()] == [
+            ("ann@example.org", None)]
+    finally:
+        reader.close()
+    writer = Ledger(f"sqlite:///{path}")
+    try:
+        people = Subscribers(writer)
+        assert people.unsubscribe("ann@example.org", reason="complaint (abuse report)")
+        assert people.get("ann@example.org").reason == "complaint (abuse report)"
+    finally:
+        writer.close()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT value FROM briefbot_meta").fetchall() == [("2",)]
