@@ -322,6 +322,11 @@ def test_configuration_problems_exit_2(project, mailbox):
     wrong = project.cli("bounces", "fetch", env={"TEST_BOUNCES_PASSWORD": "wrong password"})
     assert wrong.returncode == 2 and "refused the login" in wrong.stderr
     assert "wrong password" not in wrong.stderr + wrong.stdout
+    project.config.write_text(project.config.read_text().replace(
+        f'ca_file = "{mailbox.ca_file}"\n', ""))
+    untrusted = fetch(project, mailbox)
+    assert untrusted.returncode == 2 and "is not trusted" in untrusted.stderr
+    assert "bounces.ca_file" in untrusted.stderr
 
 
 # -- the corpus ----------------------------------------------------------------------------
