@@ -131,6 +131,7 @@ class WebConfig(Section):
     mailgun_signing_key_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     postmark_user_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     postmark_password_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    sendgrid_public_key_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 class ImagesConfig(Section):

@@ -375,6 +375,16 @@ def add_webhook_routes(app: App) -> None:
                                         request.environ.get("HTTP_AUTHORIZATION", ""),
                                         request.body))
 
+    def sendgrid(request: Request) -> Response:
+        request.max_body = webhooks.MAX_BODY_BYTES
+        environ = request.environ
+        return answer(webhooks.sendgrid(
+            request.settings, request.app.subscribers, found["sendgrid"],
+            environ.get("HTTP_X_TWILIO_EMAIL_EVENT_WEBHOOK_SIGNATURE", ""),
+            environ.get("HTTP_X_TWILIO_EMAIL_EVENT_WEBHOOK_TIMESTAMP", ""), request.body))
+
+    if "sendgrid" in found:
+        app.add("POST", r"/webhooks/sendgrid", sendgrid)
     if "mailgun" in found:
         app.add("POST", r"/webhooks/mailgun", mailgun)
     if "postmark" in found:

@@ -1,13 +1,14 @@
 """Provider webhooks on `briefbot serve`: bounces, complaints and unsubscribes that a sending
-service (Mailgun, Postmark) reports over HTTP instead of by mail.
+service (Mailgun, Postmark, SendGrid) reports over HTTP instead of by mail.
 
 A request is believed only when it proves where it comes from: Mailgun signs each event
 (HMAC-SHA256 of timestamp and token with the webhook signing key; the timestamp must be
 recent, and as the body itself is not signed, a token is accepted for one event only);
-Postmark sends the Basic credentials set in its webhook URL. Anything else gets 403 and
-changes nothing; a body that is not the provider's JSON gets 400. Each event is applied
-through `bot.bounces.Applier`, keyed by the Mailgun token or the Postmark record id, so a
-replayed or retried event changes nothing the second time.
+Postmark sends the Basic credentials set in its webhook URL; SendGrid signs the timestamp and
+the body with ECDSA. Anything else gets 403 and changes nothing; a body that is not the
+provider's JSON gets 400. Each event is applied through `bot.bounces.Applier`, keyed by the
+Mailgun token, the Postmark record id or the SendGrid event id, so a replayed or retried event
+changes nothing the second time.
 """
 
 from __future__ import annotations
@@ -52,7 +53,30 @@ def secrets_for(settings: Settings) -> dict[str, Any]:
         found["postmark"] = (
             settings.secret(web.postmark_user_env, what="web.postmark_user_env"),
             settings.secret(web.postmark_password_env, what="web.postmark_password_env"))
+    if web.sendgrid_public_key_env:
+        found["sendgrid"] = _sendgrid_key(settings.secret(
+            web.sendgrid_public_key_env, what="web.sendgrid_public_key_env"))
     return found
+
+
+def _sendgrid_key(text: str) -> Any:
+    """The verification key SendGrid shows (base64 of the DER public key, or PEM)."""
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.serialization import (
+        load_der_public_key,
+        load_pem_public_key,
+    )
+
+    try:
+        text = text.strip()
+        key = (load_pem_public_key(text.encode()) if text.startswith("-----")
+               else load_der_public_key(base64.b64decode(text)))
+    except ValueError:
+        key = None
+    if not isinstance(key, ec.EllipticCurvePublicKey):
+        raise ConfigError("web.sendgrid_public_key_env: not an ECDSA public key; paste the "
+                          "verification key SendGrid shows for the signed event webhook")
+    return key
 
 
 def _json(body: bytes) -> dict[str, Any] | None:
@@ -173,3 +197,61 @@ def postmark(settings: Settings, subscribers: Subscribers, credentials: tuple[st
         message_id = email.message_from_string(content).get("Message-ID")
     fingerprint = f"postmark:{record}:{record_id}"[:64]
     return _apply(settings, subscribers, fingerprint, kind, address, detail, message_id)
+
+
+SENDGRID_BOUNCES = {"bounce": "hard", "blocked": "soft"}
+
+
+def sendgrid(settings: Settings, subscribers: Subscribers, key: Any, signature: str,
+             timestamp: str, body: bytes, now: float | None = None) -> Answer:
+    """SendGrid's signed event webhook: ECDSA (P-256, SHA-256) over the timestamp and the body,
+    which is a JSON list of events; each is applied once, by its `sg_event_id`."""
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    try:
+        key.verify(base64.b64decode(signature, validate=True), timestamp.encode() + body,
+                   ec.ECDSA(hashes.SHA256()))
+    except (InvalidSignature, ValueError):
+        return Answer(403, {"error": "the signature does not verify"})
+    try:
+        age = abs((time.time() if now is None else now) - int(timestamp))
+    except ValueError:
+        return Answer(403, {"error": "the signature's timestamp is not a number"})
+    if age > MAX_AGE_SECONDS:
+        return Answer(403, {"error": "the signature is too old (a replay?)"})
+    try:
+        events = json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        events = None
+    if not isinstance(events, list) or not all(isinstance(e, dict) for e in events):
+        return Answer(400, {"error": "expected SendGrid's JSON list of events"})
+    outcomes = []
+    for event in events:
+        name = str(event.get("event", ""))
+        address = str(event.get("email") or "").strip()
+        status = str(event.get("status") or "")
+        if name == "bounce":
+            kind = "soft" if str(event.get("type")) == "blocked" or (
+                status.startswith("5.") and not hard_status(status)) or status.startswith(
+                "4.") else "hard"
+            detail = " ".join(f"{status} {event.get('reason') or ''}".split()) + " (SendGrid)"
+        elif name == "dropped" and "bounce" in str(event.get("reason", "")).lower():
+            kind, detail = "hard", f"dropped by SendGrid: {event.get('reason')}"
+        elif name == "spamreport":
+            kind, detail = "complaint", "complaint (reported through SendGrid)"
+        elif name in ("unsubscribe", "group_unsubscribe"):
+            kind, detail = "unsubscribe", "unsubscribed through SendGrid"
+        else:
+            outcomes.append(f"{name or 'an'} event: nothing to do")
+            continue
+        if not address or not event.get("sg_event_id"):
+            outcomes.append("an event with no email or sg_event_id: skipped")
+            continue
+        message_id = str(event.get("smtp-id") or "").strip() or None
+        fingerprint = "sendgrid:" + hashlib.sha256(
+            str(event["sg_event_id"]).encode()).hexdigest()[:48]
+        result = _apply(settings, subscribers, fingerprint, kind, address, detail, message_id)
+        outcomes.append(result.body.get("outcome") or result.body.get("error", ""))
+    return Answer(200, {"ok": True, "outcomes": outcomes})

@@ -1,5 +1,6 @@
 """Provider webhooks on `briefbot serve` over real HTTP, with real signatures: Mailgun (HMAC of
-timestamp and token with the signing key) and Postmark (Basic credentials)."""
+timestamp and token with the signing key), Postmark (Basic credentials) and SendGrid (ECDSA,
+with a throwaway key pair)."""
 
 from __future__ import annotations
 
@@ -131,3 +132,52 @@ def test_a_configured_webhook_whose_secret_is_unset_stops_serve_with_exit_2(proj
     project.write_config(extra=f"[web]\n{WEB}")
     result = project.cli("serve", "--port", "0", timeout=30)
     assert result.returncode == 2 and "TEST_MAILGUN_KEY is not set" in result.stderr
+
+
+def test_sendgrid_signed_events_apply_once_and_a_forged_batch_changes_nothing(
+        project, serve):  # noqa: F811
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    public = base64.b64encode(key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)).decode()
+    project.env["TEST_SENDGRID_KEY"] = public
+    running = serve(web='sendgrid_public_key_env = "TEST_SENDGRID_KEY"\n')
+    add(project, "ann@example.net", "bob@example.net", "cat@example.net", "dan@example.net")
+
+    def signed(events: list, *, signer=key, stamp: int | None = None) -> tuple[bytes, dict]:
+        body = json.dumps(events).encode()
+        timestamp = str(int(time.time()) if stamp is None else stamp)
+        signature = signer.sign(timestamp.encode() + body, ec.ECDSA(hashes.SHA256()))
+        return body, {"X-Twilio-Email-Event-Webhook-Signature":
+                      base64.b64encode(signature).decode(),
+                      "X-Twilio-Email-Event-Webhook-Timestamp": timestamp}
+
+    batch = [
+        {"email": "ann@example.net", "event": "bounce", "type": "bounce", "status": "5.1.1",
+         "reason": "550 5.1.1 The email account does not exist", "sg_event_id": "sg-1",
+         "smtp-id": "<14c5d75ce93.dfd.64b469@ismtpd-555>"},
+        {"email": "bob@example.net", "event": "spamreport", "sg_event_id": "sg-2"},
+        {"email": "cat@example.net", "event": "bounce", "type": "blocked", "status": "5.7.1",
+         "reason": "blocked", "sg_event_id": "sg-3"},
+        {"email": "dan@example.net", "event": "delivered", "sg_event_id": "sg-4"},
+    ]
+    body, headers = signed(batch)
+    before = people(project)
+    other = ec.generate_private_key(ec.SECP256R1())
+    forged = signed(batch, signer=other)
+    stale = signed(batch, stamp=int(time.time()) - 3600)
+    tampered = (body.replace(b"ann@", b"dan@"), headers)
+    for data, extra in (forged, stale, tampered, (body, {})):
+        assert post(running, "/webhooks/sendgrid", data, **extra).status_code == 403
+    not_a_list, signed_headers = signed({"not": "a list"})
+    assert post(running, "/webhooks/sendgrid", not_a_list, **signed_headers).status_code == 400
+    assert people(project) == before
+    for _ in range(2):  # SendGrid retries: the second delivery changes nothing
+        assert post(running, "/webhooks/sendgrid", body, **headers).status_code == 200
+    after = people(project)
+    assert after["ann@example.net"][:2] == ("bounced", 1)
+    assert after["bob@example.net"][0] == "unsubscribed"
+    assert after["cat@example.net"][:3] == ("active", 0, 1)
+    assert after["dan@example.net"] == before["dan@example.net"]
