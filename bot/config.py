@@ -132,6 +132,21 @@ class WebConfig(Section):
     postmark_user_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     postmark_password_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     sendgrid_public_key_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    # Amazon SES through SNS: the topics whose notifications are believed (POST /webhooks/ses),
+    # and where SNS signing certificates and subscription links may come from.
+    ses_topic_arns: list[str] = []
+    sns_url_pattern: str = r"^https://sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?/"
+
+    @field_validator("sns_url_pattern")
+    @classmethod
+    def _sns_pattern(cls, value: str) -> str:
+        try:
+            re.compile(value)
+        except re.error as error:
+            raise ValueError(f"not a regular expression: {error}") from None
+        if not value.startswith("^https://"):
+            raise ValueError('must start with "^https://": certificates come over HTTPS only')
+        return value
 
 
 class ImagesConfig(Section):

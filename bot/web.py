@@ -383,6 +383,13 @@ def add_webhook_routes(app: App) -> None:
             environ.get("HTTP_X_TWILIO_EMAIL_EVENT_WEBHOOK_SIGNATURE", ""),
             environ.get("HTTP_X_TWILIO_EMAIL_EVENT_WEBHOOK_TIMESTAMP", ""), request.body))
 
+    def ses(request: Request) -> Response:
+        request.max_body = webhooks.MAX_BODY_BYTES
+        return answer(webhooks.ses(request.settings, request.app.subscribers, found["ses"],
+                                   request.body))
+
+    if "ses" in found:
+        app.add("POST", r"/webhooks/ses", ses)
     if "sendgrid" in found:
         app.add("POST", r"/webhooks/sendgrid", sendgrid)
     if "mailgun" in found:

@@ -1,14 +1,16 @@
 """Provider webhooks on `briefbot serve`: bounces, complaints and unsubscribes that a sending
-service (Mailgun, Postmark, SendGrid) reports over HTTP instead of by mail.
+service (Amazon SES through SNS, Mailgun, Postmark, SendGrid) reports over HTTP instead of by
+mail.
 
 A request is believed only when it proves where it comes from: Mailgun signs each event
 (HMAC-SHA256 of timestamp and token with the webhook signing key; the timestamp must be
 recent, and as the body itself is not signed, a token is accepted for one event only);
 Postmark sends the Basic credentials set in its webhook URL; SendGrid signs the timestamp and
-the body with ECDSA. Anything else gets 403 and changes nothing; a body that is not the
-provider's JSON gets 400. Each event is applied through `bot.bounces.Applier`, keyed by the
-Mailgun token, the Postmark record id or the SendGrid event id, so a replayed or retried event
-changes nothing the second time.
+the body with ECDSA; SNS signs each message with the key of a certificate it names, fetched
+only from an allowed HTTPS address, for a listed topic. Anything else gets 403 and changes
+nothing; a body that is not the provider's JSON gets 400. Each event is applied through
+`bot.bounces.Applier`, keyed by the Mailgun token, the Postmark record id, the SendGrid event
+id or the SNS message id, so a replayed or retried event changes nothing the second time.
 """
 
 from __future__ import annotations
@@ -53,6 +55,8 @@ def secrets_for(settings: Settings) -> dict[str, Any]:
         found["postmark"] = (
             settings.secret(web.postmark_user_env, what="web.postmark_user_env"),
             settings.secret(web.postmark_password_env, what="web.postmark_password_env"))
+    if web.ses_topic_arns:
+        found["ses"] = SnsVerifier(web.ses_topic_arns, web.sns_url_pattern)
     if web.sendgrid_public_key_env:
         found["sendgrid"] = _sendgrid_key(settings.secret(
             web.sendgrid_public_key_env, what="web.sendgrid_public_key_env"))
@@ -253,5 +257,135 @@ def sendgrid(settings: Settings, subscribers: Subscribers, key: Any, signature: 
         fingerprint = "sendgrid:" + hashlib.sha256(
             str(event["sg_event_id"]).encode()).hexdigest()[:48]
         result = _apply(settings, subscribers, fingerprint, kind, address, detail, message_id)
+        outcomes.append(result.body.get("outcome") or result.body.get("error", ""))
+    return Answer(200, {"ok": True, "outcomes": outcomes})
+
+
+# -- Amazon SES through SNS --------------------------------------------------------------------
+
+_SNS_FIELDS = {
+    "Notification": ("Message", "MessageId", "Subject", "Timestamp", "TopicArn", "Type"),
+    "SubscriptionConfirmation": ("Message", "MessageId", "SubscribeURL", "Timestamp", "Token",
+                                 "TopicArn", "Type"),
+}
+
+
+class SnsVerifier:
+    """Checks an SNS message against the signing certificate it names, fetched over HTTPS from
+    a host `web.sns_url_pattern` allows (cached), for a topic in `web.ses_topic_arns`."""
+
+    def __init__(self, topics: list[str], url_pattern: str):
+        import re
+        import threading
+
+        self.topics = set(topics)
+        self.allowed = re.compile(url_pattern)
+        self.certificates: dict[str, Any] = {}
+        self.lock = threading.Lock()
+
+    def _certificate(self, url: str) -> Any:
+        import requests
+        from cryptography import x509
+
+        with self.lock:
+            if url in self.certificates:
+                return self.certificates[url]
+        response = requests.get(url, timeout=10, allow_redirects=False)
+        response.raise_for_status()
+        certificate = x509.load_pem_x509_certificate(response.content)
+        with self.lock:
+            self.certificates[url] = certificate
+        return certificate
+
+    def check(self, message: dict[str, Any]) -> str | None:
+        """None when the message is genuine, else why not."""
+        from cryptography.exceptions import InvalidSignature
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.asymmetric import padding
+
+        kind = message.get("Type")
+        if kind not in _SNS_FIELDS:
+            return f"not an SNS message type briefbot takes ({kind!r})"
+        if message.get("TopicArn") not in self.topics:
+            return "not a topic in web.ses_topic_arns"
+        url = str(message.get("SigningCertURL", ""))
+        if not self.allowed.match(url) or not url.endswith(".pem"):
+            return "the signing certificate's address is not one web.sns_url_pattern allows"
+        text = "".join(f"{name}\n{message[name]}\n" for name in _SNS_FIELDS[kind]
+                       if name in message)
+        digest = {"1": hashes.SHA1(), "2": hashes.SHA256()}.get(
+            str(message.get("SignatureVersion")))
+        if digest is None:
+            return "an unknown SignatureVersion"
+        try:
+            signature = base64.b64decode(str(message.get("Signature", "")), validate=True)
+            certificate = self._certificate(url)
+            certificate.public_key().verify(signature, text.encode(), padding.PKCS1v15(),
+                                            digest)
+        except (InvalidSignature, ValueError, TypeError, AttributeError):
+            return "the signature does not verify"
+        except OSError as error:  # requests' errors are OSErrors
+            return f"the signing certificate could not be fetched ({type(error).__name__})"
+        return None
+
+
+def ses(settings: Settings, subscribers: Subscribers, verifier: SnsVerifier,
+        body: bytes) -> Answer:
+    """SES bounce and complaint notifications through an SNS topic (and its subscription
+    confirmation). Applied once per notification and recipient, by the SNS MessageId."""
+    message = _json(body)
+    if message is None or not message.get("Type"):
+        return Answer(400, {"error": "expected an SNS message (JSON with a Type)"})
+    why = verifier.check(message)
+    if why is not None:
+        return Answer(403, {"error": why})
+    if message["Type"] == "SubscriptionConfirmation":
+        import requests
+
+        url = str(message.get("SubscribeURL", ""))
+        if not verifier.allowed.match(url):
+            return Answer(403, {"error": "the SubscribeURL is not one web.sns_url_pattern "
+                                         "allows"})
+        try:
+            requests.get(url, timeout=10, allow_redirects=False).raise_for_status()
+        except OSError as error:
+            return Answer(502, {"error": f"confirming failed ({type(error).__name__})"})
+        return Answer(200, {"ok": True, "outcome": "subscription confirmed"})
+    try:
+        notification = json.loads(str(message.get("Message", "")))
+    except ValueError:
+        notification = None
+    if not isinstance(notification, dict):
+        return Answer(400, {"error": "the SNS Message is not an SES notification"})
+    kind = notification.get("notificationType") or notification.get("eventType")
+    mail = notification.get("mail") if isinstance(notification.get("mail"), dict) else {}
+    message_id = next((str(h.get("value")) for h in mail.get("headers") or []
+                       if isinstance(h, dict) and str(h.get("name", "")).lower()
+                       == "message-id"), None)
+    targets: list[tuple[str, str, str]] = []  # (kind, address, detail)
+    if kind == "Bounce":
+        bounce = notification.get("bounce") or {}
+        permanent = bounce.get("bounceType") == "Permanent"
+        for recipient in bounce.get("bouncedRecipients") or []:
+            status = str(recipient.get("status") or "")
+            hard = permanent and (not status.startswith("5.") or hard_status(status))
+            detail = " ".join(f"{status} {recipient.get('diagnosticCode') or ''}".split())
+            targets.append(("hard" if hard else "soft", str(recipient.get("emailAddress", "")),
+                            f"{detail or bounce.get('bounceSubType', '')} (Amazon SES)"))
+    elif kind == "Complaint":
+        complaint = notification.get("complaint") or {}
+        feedback = complaint.get("complaintFeedbackType") or "abuse"
+        for recipient in complaint.get("complainedRecipients") or []:
+            targets.append(("complaint", str(recipient.get("emailAddress", "")),
+                            f"complaint ({feedback} report through Amazon SES)"))
+    else:
+        return Answer(200, {"ok": True, "outcome": f"{kind or 'a'} notification: nothing to do"})
+    base = hashlib.sha256(str(message.get("MessageId")).encode()).hexdigest()[:40]
+    outcomes = []
+    for n, (verdict, address, detail) in enumerate(targets):
+        if not address:
+            continue
+        result = _apply(settings, subscribers, f"ses:{base}:{n}", verdict, address, detail,
+                        message_id)
         outcomes.append(result.body.get("outcome") or result.body.get("error", ""))
     return Answer(200, {"ok": True, "outcomes": outcomes})

@@ -181,3 +181,132 @@ def test_sendgrid_signed_events_apply_once_and_a_forged_batch_changes_nothing(
     assert after["bob@example.net"][0] == "unsubscribed"
     assert after["cat@example.net"][:3] == ("active", 0, 1)
     assert after["dan@example.net"] == before["dan@example.net"]
+
+
+# -- Amazon SES through SNS ------------------------------------------------------------------
+
+TOPIC = "arn:aws:sns:us-east-1:123456789012:ses-bounces"
+
+
+class SnsSide:
+    """What SNS runs: an HTTPS server (test CA) with the signing certificate and the
+    subscription link, and the RSA key that signs messages."""
+
+    def __init__(self, folder):
+        import datetime as dt
+        import http.server
+        import threading
+
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import rsa
+        from cryptography.x509.oid import NameOID
+
+        from tests.smtp_server import TestCertificates
+
+        self.tls = TestCertificates.create(folder)
+        self.key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "sns.amazonaws.com")])
+        now = dt.datetime.now(dt.UTC)
+        certificate = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+                       .public_key(self.key.public_key()).serial_number(1)
+                       .not_valid_before(now - dt.timedelta(days=1))
+                       .not_valid_after(now + dt.timedelta(days=1))
+                       .sign(self.key, hashes.SHA256()))
+        pem = certificate.public_bytes(serialization.Encoding.PEM)
+        self.confirmed: list[str] = []
+        side = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 (http.server's name)
+                if self.path.endswith(".pem"):
+                    body = pem
+                else:
+                    side.confirmed.append(self.path)
+                    body = b"<ConfirmSubscriptionResponse/>"
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.socket = self.tls.server_context().wrap_socket(self.server.socket,
+                                                                   server_side=True)
+        self.base = f"https://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def sign(self, message: dict, version: str = "1") -> bytes:
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.asymmetric import padding
+
+        fields = (("Message", "MessageId", "SubscribeURL", "Timestamp", "Token", "TopicArn",
+                   "Type") if message["Type"] == "SubscriptionConfirmation" else
+                  ("Message", "MessageId", "Subject", "Timestamp", "TopicArn", "Type"))
+        message = {**message, "SignatureVersion": version,
+                   "SigningCertURL": f"{self.base}/SimpleNotificationService-test.pem"}
+        text = "".join(f"{k}\n{message[k]}\n" for k in fields if k in message)
+        digest = hashes.SHA1() if version == "1" else hashes.SHA256()
+        message["Signature"] = base64.b64encode(
+            self.key.sign(text.encode(), padding.PKCS1v15(), digest)).decode()
+        return json.dumps(message).encode()
+
+
+def ses_notification(message_id: str, notification: dict) -> dict:
+    return {"Type": "Notification", "MessageId": message_id, "TopicArn": TOPIC,
+            "Message": json.dumps(notification), "Timestamp": "2026-11-30T08:01:02.123Z"}
+
+
+def test_ses_notifications_through_sns_are_checked_against_the_signing_certificate(
+        project, serve, tmp_path):  # noqa: F811
+    import re
+
+    sns = SnsSide(tmp_path / "sns")
+    project.env["REQUESTS_CA_BUNDLE"] = str(sns.tls.ca_file)
+    pattern = "^" + re.escape(sns.base + "/")
+    running = serve(web=f"ses_topic_arns = [\"{TOPIC}\"]\nsns_url_pattern = '{pattern}'\n")
+    add(project, "ann@example.net", "bob@example.net", "cat@example.net")
+    try:
+        confirm = sns.sign({"Type": "SubscriptionConfirmation", "MessageId": "c-1",
+                            "Token": "tok", "TopicArn": TOPIC, "Message": "confirm it",
+                            "SubscribeURL": f"{sns.base}/?Action=ConfirmSubscription&T=tok",
+                            "Timestamp": "2026-11-30T08:00:00.000Z"})
+        assert post(running, "/webhooks/ses", confirm).status_code == 200
+        assert sns.confirmed == ["/?Action=ConfirmSubscription&T=tok"]
+
+        bounce = sns.sign(ses_notification("m-1", {
+            "notificationType": "Bounce",
+            "bounce": {"bounceType": "Permanent", "bounceSubType": "General",
+                       "bouncedRecipients": [{"emailAddress": "ann@example.net",
+                                              "status": "5.1.1",
+                                              "diagnosticCode": "smtp; 550 5.1.1 no such"}]},
+            "mail": {"messageId": "0100-ses", "headers": [
+                {"name": "Message-ID", "value": "<x@example.org>"}]}}))
+        complaint = sns.sign(ses_notification("m-2", {
+            "notificationType": "Complaint",
+            "complaint": {"complainedRecipients": [{"emailAddress": "bob@example.net"}],
+                          "complaintFeedbackType": "abuse"}, "mail": {}}), version="2")
+        before = people(project)
+        forged = json.loads(bounce)
+        forged["Message"] = forged["Message"].replace("ann@", "cat@")
+        other_topic = json.loads(bounce)
+        other_topic["TopicArn"] = "arn:aws:sns:us-east-1:999999999999:elsewhere"
+        elsewhere = json.loads(bounce)
+        elsewhere["SigningCertURL"] = "https://example.com/cert.pem"
+        for data in (forged, other_topic, elsewhere):
+            assert post(running, "/webhooks/ses", json.dumps(data).encode()).status_code == 403
+        assert post(running, "/webhooks/ses", b"not json").status_code == 400
+        assert people(project) == before
+        for _ in range(2):  # SNS retries: applied once
+            assert post(running, "/webhooks/ses", bounce).status_code == 200
+        assert post(running, "/webhooks/ses", complaint).status_code == 200
+        after = people(project)
+        assert after["ann@example.net"][:2] == ("bounced", 1)
+        assert after["bob@example.net"][0] == "unsubscribed"
+        assert after["cat@example.net"] == before["cat@example.net"]
+        _, err = running.stop()
+        assert "Traceback" not in err
+    finally:
+        sns.server.shutdown()
