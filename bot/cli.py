@@ -409,9 +409,13 @@ def cmd_subscribers_list(args: argparse.Namespace, settings: Settings) -> int:
             _print_json([s.as_dict() for s in found])
             return EXIT_OK
         rows = [(s.address, s.name, s.state, s.created_at.isoformat()[:16],
-                 s.updated_at.isoformat()[:16]) for s in found]
-    _table(None, ["email", "name", "state", "added", "changed"], rows,
-           whole=["email", "added", "changed"])
+                 s.updated_at.isoformat()[:16], s.reason) for s in found]
+    if any(r[5] for r in rows):  # why addresses left (a bounce's status, a complaint), and when
+        _table(None, ["email", "state", "changed", "reason"],
+               [(r[0], r[2], r[4], r[5]) for r in rows], whole=["email", "changed"])
+    else:
+        _table(None, ["email", "name", "state", "added", "changed"], [r[:5] for r in rows],
+               whole=["email", "added", "changed"])
     counts = ", ".join(f"{n} {state}" for state, n in Counter(r[2] for r in rows).items())
     print(counted(len(rows), "subscriber") + (f": {counts}" if counts else ""), file=sys.stderr)
     return EXIT_OK
@@ -440,6 +444,27 @@ def cmd_archive_export(args: argparse.Namespace, settings: Settings) -> int:
           f"written to {folder} (publish it as {settings.config.email.base_url.rstrip('/')}"
           "/archive/)")
     return EXIT_OK
+
+
+def cmd_bounces(args: argparse.Namespace, settings: Settings) -> int:
+    raise UsageError("bounces: give an action: fetch (briefbot bounces --help)")
+
+
+def cmd_bounces_fetch(args: argparse.Namespace, settings: Settings) -> int:
+    from bot.bounces import MailboxError, fetch
+
+    try:
+        report = fetch(settings)
+    except MailboxError as error:
+        print(f"briefbot: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    if args.json:
+        _print_json(report.as_dict())
+    else:
+        for line in report.lines():
+            print(line)
+        print(report.summary(), file=sys.stderr if report.left else sys.stdout)
+    return EXIT_OK if report.ok else EXIT_FAILED
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
@@ -640,6 +665,21 @@ def build_parser() -> argparse.ArgumentParser:
                "briefbot subscribers list --state active --json")
     q.add_argument("--state", help="only this state: pending, active, unsubscribed or bounced")
     q.add_argument("--json", action="store_true", help="print JSON")
+
+    p = command("bounces", cmd_bounces, "Bounce reports, complaints and unsubscribe mail.",
+                "briefbot bounces fetch")
+    q = p.add_subparsers(dest="action", metavar="ACTION").add_parser(
+        "fetch", help="Read the [bounces] IMAP mailbox: hard bounces mark addresses bounced, "
+        "soft ones are counted, complaints and unsubscribe mail unsubscribe; each message is "
+        "applied once and moved to bounces.processed_folder, the rest left and listed.",
+        description="Read the [bounces] IMAP mailbox and apply each bounce report (RFC 3464 and "
+        "non-standard), feedback report (ARF) and unsubscribe request once. Exit 1 when some "
+        "message was not understood (it is left in the folder and listed).",
+        epilog="Example:\n  BRIEFBOT_BOUNCES_PASSWORD=... briefbot bounces fetch --json",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    q.set_defaults(handler=cmd_bounces_fetch)
+    _config_option(q)
+    q.add_argument("--json", action="store_true", help="print the report as JSON")
 
     p = command("preview", cmd_preview, "Write an HTML gallery of every message that would go "
                 "out (posts per channel, the digest email), with problems flagged; sends "

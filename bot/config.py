@@ -84,6 +84,7 @@ class ScheduleConfig(Section):
     publish: str = "10m"
     digest: str = "mon 08:00"
     digest_grace: Duration = timedelta(hours=12)  # a digest missed by longer is not sent late
+    bounces: str | None = None  # how often the daemon reads the [bounces] mailbox; unset: never
 
 
 class EmailConfig(Section):
@@ -96,6 +97,9 @@ class EmailConfig(Section):
     postal_address: str = "briefbot, 1 Example Street, 00000 Example City"
     base_url: str = "http://127.0.0.1:8025"  # where `briefbot serve` answers, for links
     unsubscribe_mailto: str | None = None
+    # The return path: with it, each recipient's envelope sender is `local+TOKEN@domain`
+    # (VERP), so a bounce report names its subscriber and campaign even when mangled.
+    bounce_address: str | None = None
     token_secret_env: str = "BRIEFBOT_TOKEN_SECRET"
     period_days: int = Field(7, ge=1)  # a digest covers an ISO week by default
     single_brief_email: bool = False
@@ -151,6 +155,21 @@ class EmailConfig(Section):
                              'a code such as "en", "en-GB", "de" or "ja"') from None
         return value.replace("_", "-")
 
+    @field_validator("bounce_address")
+    @classmethod
+    def _bounce_address(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        local, at, domain = value.strip().removeprefix("mailto:").rpartition("@")
+        if (not at or not local or not domain or "+" in local or len(local) > 30
+                or not re.fullmatch(r"[A-Za-z0-9._-]+", local)
+                or not re.fullmatch(r"[A-Za-z0-9.-]+\.[A-Za-z0-9-]+", domain)):
+            raise ValueError(
+                'expected a plain address such as "bounce@example.org" (no "+" and at most '
+                "30 characters before the @: briefbot adds +TOKEN, and the whole part before "
+                "the @ must stay within 64 characters)")
+        return f"{local}@{domain.lower()}"
+
 
 class WebConfig(Section):
     host: str = "127.0.0.1"
@@ -160,6 +179,26 @@ class WebConfig(Section):
     # only at /preview/TOKEN/, the token read from this variable.
     preview: bool = False
     preview_token_env: str = "BRIEFBOT_PREVIEW_TOKEN"
+    # Provider webhooks (POST /webhooks/mailgun, /webhooks/postmark): off unless named.
+    mailgun_signing_key_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    postmark_user_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    postmark_password_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    sendgrid_public_key_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    # Amazon SES through SNS: the topics whose notifications are believed (POST /webhooks/ses),
+    # and where SNS signing certificates and subscription links may come from.
+    ses_topic_arns: list[str] = []
+    sns_url_pattern: str = r"^https://sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?/"
+
+    @field_validator("sns_url_pattern")
+    @classmethod
+    def _sns_pattern(cls, value: str) -> str:
+        try:
+            re.compile(value)
+        except re.error as error:
+            raise ValueError(f"not a regular expression: {error}") from None
+        if not value.startswith("^https://"):
+            raise ValueError('must start with "^https://": certificates come over HTTPS only')
+        return value
 
 
 class ImagesConfig(Section):
@@ -188,6 +227,29 @@ class ImagesConfig(Section):
         return value
 
 
+class BouncesConfig(Section):
+    """The mailbox `briefbot bounces fetch` reads: bounce reports, complaints, unsubscribe mail."""
+
+    host: str | None = None
+    port: int | None = Field(None, ge=1, le=65535)  # default by security: 993 or 143
+    security: Literal["tls", "starttls"] = "tls"  # IMAPS, or STARTTLS on the plain port
+    user: str | None = None
+    password_env: str = Field("BRIEFBOT_BOUNCES_PASSWORD", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    folder: str = "INBOX"
+    processed_folder: str = "Processed"  # created when missing; nothing is ever deleted
+    ca_file: str | None = None
+    verify_certificates: bool = True
+    timeout: Duration = timedelta(seconds=60)
+    max_messages: int = Field(1000, ge=1)  # per fetch; the rest waits for the next
+    max_message_bytes: int = Field(10_000_000, ge=10_000)  # larger ones are left and listed
+
+    @model_validator(mode="after")
+    def _folders(self) -> BouncesConfig:
+        if self.folder == self.processed_folder:
+            raise ValueError("bounces.processed_folder must differ from bounces.folder")
+        return self
+
+
 class ChannelConfig(BaseModel):
     """Common settings of a channel instance; the rest belong to its adapter."""
 
@@ -214,6 +276,7 @@ class Config(Section):
     email: EmailConfig = EmailConfig()
     web: WebConfig = WebConfig()
     images: ImagesConfig = ImagesConfig()
+    bounces: BouncesConfig = BouncesConfig()
     channels: dict[str, ChannelConfig] = {}
 
     @model_validator(mode="after")
@@ -226,6 +289,14 @@ class Config(Section):
             parse_digest_schedule(self.schedule.digest)
         except ValueError as error:
             raise ValueError(schedule_error(self.schedule.digest, error)) from None
+        if self.schedule.bounces is not None:
+            try:
+                parse_publish_interval(self.schedule.bounces)
+            except ValueError as error:
+                raise ValueError(f"schedule.bounces: {error}") from None
+            if not (self.bounces.host and self.bounces.user):
+                raise ValueError("schedule.bounces is set, but bounces.host and bounces.user "
+                                 "are not: say which mailbox to read, or unset it")
         return self
 
     @field_validator("timezone")

@@ -46,7 +46,7 @@ from bot.message import DeliveryKey, State
 if TYPE_CHECKING:
     from bot.config import Settings
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 SCHEMA_LOCK = 0x62726966  # PostgreSQL advisory lock id held while the schema is upgraded
 STATES = tuple(State)
 
@@ -162,6 +162,19 @@ def _one_subscriber_per_address(conn: Any) -> None:
 
 
 MIGRATIONS[2] = _one_subscriber_per_address
+
+
+def _subscriber_reason(conn: Any) -> None:
+    """v3: `subscribers.reason`, why an address left (the table is bot.subscribers')."""
+    from sqlalchemy import inspect
+
+    found = inspect(conn)
+    if found.has_table("subscribers") and "reason" not in {
+            c["name"] for c in found.get_columns("subscribers")}:
+        conn.exec_driver_sql("ALTER TABLE subscribers ADD COLUMN reason VARCHAR(500)")
+
+
+MIGRATIONS[3] = _subscriber_reason
 
 
 @dataclass(frozen=True)

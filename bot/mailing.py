@@ -395,7 +395,9 @@ class Mailing:
         if result.state == "elsewhere":
             tally.counts["elsewhere"] += 1  # another process took it first
         elif result.state == "sent":
-            if subscriber.soft_bounces:
+            # Accepted by the server. Through a relay with a return path, that says nothing of
+            # the mailbox (its reports come later, by mail), so soft bounces keep counting.
+            if subscriber.soft_bounces and not self.email.bounce_address:
                 self.subscribers.record_delivered(email)
             tally.counts["sent"] += 1
         else:

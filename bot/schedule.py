@@ -147,6 +147,11 @@ class Daemon:
     def digest(self) -> str:
         return self._job("digest", self._digest_due)
 
+    def bounces(self) -> str:
+        from bot.bounces import fetch
+
+        return self._job("bounces", lambda now: fetch(self.settings).summary())
+
     def heartbeat(self) -> None:
         self.ledger.beat(started_at=self.started_at)
 
@@ -240,9 +245,16 @@ def run_daemon(settings: Settings) -> int:
                       misfire_grace_time=int(daemon.grace.total_seconds()) or None)
     scheduler.add_job(daemon.heartbeat, IntervalTrigger(seconds=HEARTBEAT.total_seconds()),
                       id="heartbeat", next_run_time=now)
+    if settings.config.schedule.bounces:
+        cfg = settings.config.bounces
+        settings.secret(cfg.password_env, what="schedule.bounces: the [bounces] mailbox login")
+        every = parse_publish_interval(settings.config.schedule.bounces)
+        scheduler.add_job(daemon.bounces, IntervalTrigger(seconds=every.total_seconds(),
+                                                          timezone=settings.tz),
+                          id="bounces", next_run_time=now, misfire_grace_time=None)
 
     def record_next_runs(_event: Any = None) -> None:
-        for job_id in ("publish", "digest"):
+        for job_id in ("publish", "digest", "bounces"):
             job = scheduler.get_job(job_id)
             if job is not None and job.next_run_time is not None:
                 daemon.ledger.record_job(job_id, next_run_at=job.next_run_time)

@@ -19,6 +19,10 @@ WAITING = ("due", "queued", "scheduled")
 ALIVE_WITHIN = timedelta(seconds=60)
 # Emails have a row per recipient: `status` counts them per campaign and lists only this many.
 MAX_RECIPIENT_ROWS = 50
+# Above these, a mailing is flagged: the rates at which mailbox providers start to block a
+# sender (Gmail and Yahoo ask for complaints under 0.3%; Amazon SES reviews at 5% bounces).
+WARN_BOUNCE_RATE = 0.02
+WARN_COMPLAINT_RATE = 0.001
 
 
 def collect_status(settings: Settings, now: datetime) -> dict[str, Any]:
@@ -27,6 +31,7 @@ def collect_status(settings: Settings, now: datetime) -> dict[str, Any]:
     try:
         counts = ledger.counts()
         rows, mailings, recipient_attention = _split_recipients(ledger.deliveries())
+        _add_rates(ledger, mailings)
         jobs = ledger.jobs()
         beats = ledger.heartbeats()
         scan = BriefReader.from_settings(settings).scan(settings.brief_folders)
@@ -120,7 +125,11 @@ def print_status(status: dict[str, Any]) -> None:
 
     show("Needs attention", status["attention"], ["state", "key", "reason", "fix"])
     show("Mailings (one delivery per recipient)", status.get("mailings", []),
-         ["campaign", "channel", "recipients", *ATTENTION, "sent", "skipped"])
+         ["campaign", "channel", "recipients", *ATTENTION, "sent", "skipped", "bounces",
+          "complaints"])
+    for mailing in status.get("mailings", []):
+        for warning in mailing.get("warnings", []):
+            console.print(f"[red]{escape(mailing['campaign'])}: {escape(warning)}[/red]")
     show("Digest", status["digest"], ["period", "state", "reason"])
     show("Queued", status["queued"], ["key", "state", "reason"])
     show("Changed since sent", status["changed_since_sent"], ["key", "sent_at", "reason"])
@@ -158,3 +167,37 @@ def _split_recipients(deliveries: Iterable[Delivery]) -> tuple[
     table.sort(key=lambda m: m["campaign"], reverse=True)
     table.sort(key=lambda m: -(m["unknown"] + m["dead"]))
     return rows, table, listed
+
+
+def _add_rates(ledger: Ledger, mailings: list[dict[str, Any]]) -> None:
+    """Per campaign, the addresses that bounced or complained (from `bounces fetch`, and the
+    refusals during the SMTP session, which are dead deliveries), as counts and as rates of
+    what was sent, with a warning past what mailbox providers tolerate."""
+    from sqlalchemy import inspect
+
+    from bot.bounces import campaign_counts
+
+    reports = campaign_counts(ledger) if ledger.exists and inspect(ledger.engine).has_table(
+        "mail_reports") else {}
+    sent: Counter[str] = Counter()
+    refused: Counter[str] = Counter()
+    for mailing in mailings:
+        sent[mailing["campaign"]] += mailing["sent"]
+        refused[mailing["campaign"]] += mailing["dead"]
+    for mailing in mailings:
+        campaign = mailing["campaign"]
+        counts = reports.get(campaign, Counter())
+        bounces = counts["hard"] + counts["soft"] + refused[campaign]
+        complaints = counts["complaint"]
+        attempted = sent[campaign] + refused[campaign]
+        mailing["bounces"], mailing["complaints"] = bounces, complaints
+        mailing["bounce_rate"] = round(bounces / attempted, 4) if attempted else 0.0
+        mailing["complaint_rate"] = round(complaints / attempted, 5) if attempted else 0.0
+        mailing["warnings"] = [
+            *([f"bounce rate {mailing['bounce_rate']:.1%} is above "
+               f"{WARN_BOUNCE_RATE:.0%}: clean the list before the next send"]
+              if mailing["bounce_rate"] > WARN_BOUNCE_RATE else []),
+            *([f"complaint rate {mailing['complaint_rate']:.2%} is above "
+               f"{WARN_COMPLAINT_RATE:.1%}: mailbox providers start to block senders here"]
+              if mailing["complaint_rate"] > WARN_COMPLAINT_RATE else []),
+        ]

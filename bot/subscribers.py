@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -20,6 +21,7 @@ from typing import Any, TextIO
 from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import (
     Column,
+    Connection,
     DateTime,
     Engine,
     Index,
@@ -39,7 +41,8 @@ from bot.ledger import Ledger, metadata
 STATES = ("pending", "active", "unsubscribed", "bounced")
 LEFT = ("unsubscribed", "bounced")  # states an import or `add` from a file never overrides
 IMPORT_COLUMNS = ("email", "name", "state")
-EXPORT_COLUMNS = (*IMPORT_COLUMNS, "created_at", "confirmed_at", "unsubscribed_at", "bounced_at")
+EXPORT_COLUMNS = (*IMPORT_COLUMNS, "created_at", "confirmed_at", "unsubscribed_at", "bounced_at",
+                  "reason")
 CONFIRMATION_RESEND_AFTER = timedelta(minutes=10)
 
 subscribers = Table(
@@ -59,6 +62,8 @@ subscribers = Table(
     Column("bounced_at", DateTime(timezone=True)),
     Column("hard_bounces", Integer, nullable=False, default=0),
     Column("soft_bounces", Integer, nullable=False, default=0),  # consecutive
+    # Why the address left: a bounce report's status, a complaint, an unsubscribe by email.
+    Column("reason", String(500)),
     Index("ix_subscribers_state_id", "state", "id"),
 )
 
@@ -105,12 +110,13 @@ class Subscriber:
     bounced_at: datetime | None
     hard_bounces: int
     soft_bounces: int
+    reason: str | None = None
 
     @classmethod
     def from_row(cls, row: Any) -> Subscriber:
         m = row._mapping
         return cls(**{
-            name: _aware(m[name]) if name.endswith("_at") else m[name]
+            name: _aware(m.get(name)) if name.endswith("_at") else m.get(name)
             for name in cls.__dataclass_fields__
         })
 
@@ -190,11 +196,26 @@ class Subscribers:
         self._missing = ledger.readonly and not (
             ledger.exists and inspect(self.engine).has_table("subscribers")
         )
+        # A read-only look at a database from before `reason` (schema 1): read without it.
+        self._columns = list(subscribers.c)
+        if ledger.readonly and not self._missing and "reason" not in {
+                c["name"] for c in inspect(self.engine).get_columns("subscribers")}:
+            self._columns = [c for c in subscribers.c if c.name != "reason"]
         self._state = ledger.prepare(
             select(subscribers.c.state).where(subscribers.c.email == bindparam("email")))
 
     def _now(self) -> datetime:
         return self.ledger.clock()
+
+    @contextmanager
+    def _begin(self, conn: Connection | None) -> Iterator[Connection]:
+        """The caller's transaction (a bounce report applied with its processed marker), or a
+        new one."""
+        if conn is not None:
+            yield conn
+            return
+        with self.engine.begin() as own:
+            yield own
 
     @staticmethod
     def _key(email: str) -> str | None:
@@ -210,7 +231,7 @@ class Subscribers:
         if key is None or self._missing:
             return None
         with self.engine.connect() as conn:
-            row = conn.execute(select(subscribers).where(subscribers.c.email == key)).first()
+            row = conn.execute(select(*self._columns).where(subscribers.c.email == key)).first()
         return Subscriber.from_row(row) if row else None
 
     def is_active(self, email: str) -> bool:
@@ -263,7 +284,7 @@ class Subscribers:
             if current.state != state:
                 changes.update(state=state, **_stamps(state, now))
                 if state in ("active", "pending"):
-                    changes.update(soft_bounces=0, hard_bounces=0)
+                    changes.update(soft_bounces=0, hard_bounces=0, reason=None)
             if changes:
                 conn.execute(update(subscribers).where(subscribers.c.email == key)
                              .values(updated_at=now, **changes))
@@ -311,24 +332,30 @@ class Subscribers:
             )
             return True
 
-    def _transition(self, email: str, from_states: tuple[str, ...], to_state: str) -> bool:
+    def _transition(self, email: str, from_states: tuple[str, ...], to_state: str, *,
+                    reason: str | None = None, conn: Connection | None = None) -> bool:
         key = self._key(email)
         if key is None or self._missing:
             return False
         now = self._now()
-        values: dict[str, Any] = {"state": to_state, "updated_at": now, **_stamps(to_state, now)}
+        values: dict[str, Any] = {"state": to_state, "updated_at": now, **_stamps(to_state, now),
+                                  "reason": reason[:500] if reason else None}
         if to_state == "active":
             values.update(soft_bounces=0)
-        with self.engine.begin() as conn:
+        with self._begin(conn) as conn:
             return conn.execute(
                 update(subscribers)
                 .where((subscribers.c.email == key) & subscribers.c.state.in_(from_states))
                 .values(**values)
             ).rowcount == 1
 
-    def unsubscribe(self, email: str) -> bool:
-        """True when the address was on the list and now is not (idempotent otherwise)."""
-        return self._transition(email, ("pending", "active", "bounced"), "unsubscribed")
+    def unsubscribe(self, email: str, *, reason: str | None = None,
+                    conn: Connection | None = None) -> bool:
+        """True when the address was on the list and now is not (idempotent otherwise).
+
+        `reason` is kept with the row (a complaint, an unsubscribe request by email)."""
+        return self._transition(email, ("pending", "active", "bounced"), "unsubscribed",
+                                reason=reason, conn=conn)
 
     def confirm(self, email: str) -> bool:
         """pending -> active, or back from unsubscribed/bounced when the address asked again
@@ -351,7 +378,7 @@ class Subscribers:
                 .where((subscribers.c.email == key) & subscribers.c.state.in_(LEFT)
                        & (subscribers.c.updated_at > left_at))
                 .values(state="active", updated_at=now, soft_bounces=0, hard_bounces=0,
-                        **_stamps("active", now))
+                        reason=None, **_stamps("active", now))
             ).rowcount == 1
 
     def remove(self, email: str, *, purge: bool = False) -> bool:
@@ -370,15 +397,16 @@ class Subscribers:
         self.unsubscribe(key)
         return self.get(key) is not None
 
-    def record_bounce(self, email: str, *, hard: bool, hard_limit: int, soft_limit: int) -> bool:
-        """Count a bounce; True when this one made the address `bounced`."""
+    def record_bounce(self, email: str, *, hard: bool, hard_limit: int, soft_limit: int,
+                      reason: str | None = None, conn: Connection | None = None) -> bool:
+        """Count a bounce; True when this one made the address `bounced` (with `reason`)."""
         key = self._key(email)
         if key is None or self._missing:
             return False
         now = self._now()
         counter = subscribers.c.hard_bounces if hard else subscribers.c.soft_bounces
         limit = hard_limit if hard else soft_limit
-        with self.engine.begin() as conn:
+        with self._begin(conn) as conn:
             conn.execute(
                 update(subscribers).where(subscribers.c.email == key)
                 .values({counter: counter + 1, subscribers.c.updated_at: now})
@@ -388,7 +416,8 @@ class Subscribers:
                 .where((subscribers.c.email == key)
                        & subscribers.c.state.in_(["active", "pending"])
                        & (counter >= limit))
-                .values(state="bounced", bounced_at=now, updated_at=now)
+                .values(state="bounced", bounced_at=now, updated_at=now,
+                        reason=reason[:500] if reason else None)
             ).rowcount == 1
 
     def record_delivered(self, email: str) -> None:
@@ -412,7 +441,7 @@ class Subscribers:
             raise ValueError("batch must be at least 1")
         last_id = 0
         while True:
-            query = select(subscribers).where(subscribers.c.id > last_id)
+            query = select(*self._columns).where(subscribers.c.id > last_id)
             if state is not None:
                 query = query.where(subscribers.c.state == state)
             with self.engine.connect() as conn:
@@ -532,7 +561,8 @@ def _new_row(email: str, name: str | None, state: str, now: datetime,
     return {"email": email, "display": display if display != email else None,
             "name": name or None, "state": state, "created_at": now,
             "updated_at": now, "confirmed_at": None, "unsubscribed_at": None,
-            "bounced_at": None, "hard_bounces": 0, "soft_bounces": 0, **_stamps(state, now)}
+            "bounced_at": None, "hard_bounces": 0, "soft_bounces": 0, "reason": None,
+            **_stamps(state, now)}
 
 
 def _import_changes(current: Any, row: _Row, now: datetime) -> dict[str, Any]:

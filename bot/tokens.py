@@ -1,4 +1,4 @@
-"""Signed per-recipient tokens for unsubscribe and confirmation links.
+"""Signed per-recipient tokens for unsubscribe and confirmation links, and return paths.
 
 A token is `base64url(purpose:email).base64url(HMAC-SHA256(secret, that))`: it needs no
 database row, works for as long as the secret is unchanged (an unsubscribe link in an old
@@ -19,6 +19,7 @@ import logging
 import os
 import re
 import secrets
+from collections.abc import Iterable
 from pathlib import Path
 from urllib.parse import quote
 
@@ -122,6 +123,13 @@ def read_token(settings: Settings, purpose: str, token: str) -> str | None:
     return email if found == purpose and email else None
 
 
+def find_tokens(text: str) -> list[str]:
+    """Every string in `text` shaped like a token (to be checked with `read_token`)."""
+    found = re.findall(r"(?<![A-Za-z0-9_.-])([A-Za-z0-9_-]+\.[A-Za-z0-9_-]{43})(?![A-Za-z0-9_-])",
+                       text or "")
+    return list(dict.fromkeys(t for t in found if len(t) <= MAX_TOKEN_CHARS))
+
+
 def _link(settings: Settings, route: str, purpose: str, email: str) -> str:
     base = settings.config.email.base_url.rstrip("/")
     return f"{base}/{route}/{make_token(settings, purpose, email)}"
@@ -145,3 +153,72 @@ def unsubscribe_mailto(settings: Settings, email: str) -> str | None:
     separator = "&" if "?" in address else "?"
     subject = quote(f"unsubscribe {make_token(settings, 'unsubscribe', email)}")
     return f"mailto:{address}{separator}subject={subject}"
+
+
+# -- the return path (VERP) ---------------------------------------------------------------
+#
+# A bounce report goes to the envelope sender, so giving each recipient of each campaign an
+# envelope sender of their own (`bounce+TOKEN@domain`) says whom a report is about, whatever
+# the report itself contains. The token must fit in an address's local part (64 characters)
+# and survive MTAs that change its case, so it cannot carry the address and the campaign
+# themselves; it carries keyed tags of each (base32, lower case) and a MAC binding them:
+# `recipient tag (12) + campaign tag (6) + MAC (8)`. `BounceTokens` turns a token back into
+# the one subscriber and campaign it was made for, given the list and the campaigns.
+
+_TAG_SIZES = (12, 6, 8)
+BOUNCE_TOKEN_CHARS = sum(_TAG_SIZES)
+_VERP = re.compile(rf"\+([a-z2-7]{{{BOUNCE_TOKEN_CHARS}}})@", re.IGNORECASE)
+
+
+def _tag(secret: bytes, what: str, text: str, size: int) -> str:
+    digest = hmac.new(secret, _DOMAIN + f"{what}\0{text}".encode(), hashlib.sha256).digest()
+    return base64.b32encode(digest).decode("ascii").lower()[:size]
+
+
+def _bounce_token(secret: bytes, campaign: str, email: str) -> str:
+    r, c, m = _TAG_SIZES
+    return (_tag(secret, "bounce-recipient", email, r) + _tag(secret, "bounce-campaign",
+            campaign, c) + _tag(secret, "bounce", f"{campaign}\0{email}", m))
+
+
+def bounce_address(settings: Settings, campaign: str, email: str) -> str | None:
+    """The envelope sender for `email`'s copy of `campaign`; None without email.bounce_address."""
+    address = settings.config.email.bounce_address
+    if not address:
+        return None
+    local, _, domain = address.rpartition("@")
+    return f"{local}+{_bounce_token(token_secret(settings), campaign, email)}@{domain}"
+
+
+def find_bounce_tokens(text: str) -> list[str]:
+    """Every `+TOKEN@` in `text` (an address, a header), lower-cased, in order, once each."""
+    return list(dict.fromkeys(t.lower() for t in _VERP.findall(text or "")))
+
+
+class BounceTokens:
+    """Reads return-path tokens back: `resolve(token)` -> (email, campaign), or None when the
+    token was not made with this secret for one of the given addresses and campaigns."""
+
+    def __init__(self, settings: Settings, emails: Iterable[str], campaigns: Iterable[str]):
+        self.secret = token_secret(settings)
+        r, c, _ = _TAG_SIZES
+        self.emails: dict[str, list[str]] = {}
+        for email in emails:
+            tag = _tag(self.secret, "bounce-recipient", email, r)
+            self.emails.setdefault(tag, []).append(email)
+        self.campaigns: dict[str, list[str]] = {}
+        for campaign in campaigns:
+            self.campaigns.setdefault(_tag(self.secret, "bounce-campaign", campaign, c),
+                                      []).append(campaign)
+
+    def resolve(self, token: str) -> tuple[str, str] | None:
+        token = token.lower()
+        if len(token) != BOUNCE_TOKEN_CHARS:
+            return None
+        r, c, _ = _TAG_SIZES
+        for email in self.emails.get(token[:r], ()):
+            for campaign in self.campaigns.get(token[r:r + c], ()):
+                expected = _bounce_token(self.secret, campaign, email)
+                if hmac.compare_digest(expected, token):
+                    return email, campaign
+        return None

@@ -70,13 +70,15 @@ class Request:
     def settings(self) -> Settings:
         return self.app.settings
 
+    max_body: int = MAX_BODY_BYTES  # a webhook route allows more
+
     @cached_property
     def body(self) -> bytes:
         try:
             length = int(self.environ.get("CONTENT_LENGTH") or 0)
         except ValueError:
             length = 0
-        if length > MAX_BODY_BYTES:
+        if length > self.max_body:
             raise BodyTooLarge
         return self.environ["wsgi.input"].read(length) if length > 0 else b""
 
@@ -322,6 +324,7 @@ def make_app(settings: Settings) -> App:
         add_preview_routes(app, preview_token(settings))
     add_archive_routes(app)
     app.add("GET", rf"/images/(?P<name>{EMAIL_IMAGE_NAME})", email_image)
+    add_webhook_routes(app)
     return app
 
 
@@ -368,6 +371,53 @@ def add_archive_routes(app: App) -> None:
             lambda request, label: found(archive().digest_page(label)))
     app.add("GET", r"/archive/briefs/(?P<brief_id>[A-Za-z0-9_][A-Za-z0-9._-]{0,199})/",
             lambda request, brief_id: found(archive().brief_page(brief_id)))
+
+
+def add_webhook_routes(app: App) -> None:
+    """`POST /webhooks/mailgun` and `/webhooks/postmark`, for the providers configured."""
+    import json
+
+    from bot import webhooks
+
+    found = webhooks.secrets_for(app.settings)
+
+    def answer(result: webhooks.Answer) -> Response:
+        return Response(json.dumps(result.body), result.status,
+                        content_type="application/json")
+
+    def mailgun(request: Request) -> Response:
+        request.max_body = webhooks.MAX_BODY_BYTES
+        return answer(webhooks.mailgun(request.settings, request.app.subscribers,
+                                       found["mailgun"], request.body))
+
+    def postmark(request: Request) -> Response:
+        request.max_body = webhooks.MAX_BODY_BYTES
+        return answer(webhooks.postmark(request.settings, request.app.subscribers,
+                                        found["postmark"],
+                                        request.environ.get("HTTP_AUTHORIZATION", ""),
+                                        request.body))
+
+    def sendgrid(request: Request) -> Response:
+        request.max_body = webhooks.MAX_BODY_BYTES
+        environ = request.environ
+        return answer(webhooks.sendgrid(
+            request.settings, request.app.subscribers, found["sendgrid"],
+            environ.get("HTTP_X_TWILIO_EMAIL_EVENT_WEBHOOK_SIGNATURE", ""),
+            environ.get("HTTP_X_TWILIO_EMAIL_EVENT_WEBHOOK_TIMESTAMP", ""), request.body))
+
+    def ses(request: Request) -> Response:
+        request.max_body = webhooks.MAX_BODY_BYTES
+        return answer(webhooks.ses(request.settings, request.app.subscribers, found["ses"],
+                                   request.body))
+
+    if "ses" in found:
+        app.add("POST", r"/webhooks/ses", ses)
+    if "sendgrid" in found:
+        app.add("POST", r"/webhooks/sendgrid", sendgrid)
+    if "mailgun" in found:
+        app.add("POST", r"/webhooks/mailgun", mailgun)
+    if "postmark" in found:
+        app.add("POST", r"/webhooks/postmark", postmark)
 
 
 # -- the live preview (private) ------------------------------------------------------------

@@ -348,7 +348,8 @@ def test_the_default_outbox_channel_writes_one_eml_per_subscriber_once(project):
     status = json.loads(project.cli("status", "--json").stdout)
     assert status["mailings"] == [{
         "campaign": f"digest:{PERIOD}", "channel": "outbox", "recipients": 6, "unknown": 0,
-        "dead": 0, "claimed": 0, "failed": 0, "sent": 6, "skipped": 0}]
+        "dead": 0, "claimed": 0, "failed": 0, "sent": 6, "skipped": 0, "bounces": 0,
+        "complaints": 0, "bounce_rate": 0.0, "complaint_rate": 0.0, "warnings": []}]
 
 
 def test_an_address_unsubscribed_during_a_send_is_not_mailed(project):

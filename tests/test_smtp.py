@@ -27,8 +27,8 @@ def message(number: int, body: bytes = b"Hello.\r\n") -> bytes:
             f"Message-ID: <m{number}@example.org>\r\n\r\n").encode() + body
 
 
-def channel(root: Path, **options: object) -> SmtpChannel:
-    data = {"channels": {"mail": {"type": "smtp", **options}}}
+def channel(root: Path, email: dict | None = None, **options: object) -> SmtpChannel:
+    data = {"channels": {"mail": {"type": "smtp", **options}}, "email": email or {}}
     settings = Settings(parse_config(data), root / "config.toml")
     return SmtpChannel("mail", settings.config.channels["mail"], settings)
 
@@ -229,3 +229,45 @@ def test_an_unknown_email_is_resent_by_default_and_that_can_be_changed(tmp_path)
     # SMTP cannot be asked whether it went out: resending (same Message-ID) loses nobody.
     assert channel(tmp_path).unknown_policy == "resend"
     assert channel(tmp_path, unknown_policy="skip").unknown_policy == "skip"
+
+
+def test_a_return_path_gives_each_recipient_and_campaign_an_envelope_sender_of_its_own(
+        tmp_path, monkeypatch):
+    from bot.message import DeliveryKey
+    from bot.tokens import BounceTokens, find_bounce_tokens
+
+    monkeypatch.setenv("BRIEFBOT_TOKEN_SECRET", "s" * 40)
+    with smtp_server() as srv:
+        smtp = channel(tmp_path, email={"bounce_address": "Bounce@Example.ORG"},
+                       host=srv.host, port=srv.port, security="none")
+        keys = [DeliveryKey(campaign, "mail", rcpt)
+                for campaign in ("digest:2026-W48", "brief:grid-storage-pilot")
+                for rcpt in ("ann@example.net", "a.very.long.address.of.someone@example.net")]
+        for n, key in enumerate(keys):
+            smtp.send_email(key, message(n), f"<m{n}@example.org>")
+        smtp.close()
+        senders = [m.mail_from for m in srv.mailbox.received()]
+    assert len(set(senders)) == 4
+    locals_ = [s.partition("@")[0] for s in senders]
+    assert all(s.endswith("@example.org") and local.startswith("Bounce+") and len(local) <= 64
+               for s, local in zip(senders, locals_, strict=True))
+    emails = ["ann@example.net", "a.very.long.address.of.someone@example.net", "bob@example.net"]
+    tokens = BounceTokens(smtp.settings, emails, ["digest:2026-W48", "brief:grid-storage-pilot",
+                                                  "digest:2026-W47"])
+    for sender, key in zip(senders, keys, strict=True):
+        # An MTA may change the case of the address: the token is read back all the same.
+        [token] = find_bounce_tokens(sender.upper())
+        assert tokens.resolve(token) == (key.recipient, key.campaign)
+    token = find_bounce_tokens(senders[0])[0]
+    forged = token[:-1] + ("a" if token[-1] != "a" else "b")
+    assert tokens.resolve(forged) is None
+    # Another secret reads none of them.
+    monkeypatch.setenv("BRIEFBOT_TOKEN_SECRET", "t" * 40)
+    assert BounceTokens(smtp.settings, emails, ["digest:2026-W48"]).resolve(token) is None
+
+
+@pytest.mark.parametrize("value", ["bounce+x@example.org", "no-at-sign", "b@localhost",
+                                   "a" * 31 + "@example.org"])
+def test_a_return_path_that_cannot_take_a_token_is_refused(value):
+    with pytest.raises(ConfigError, match=r"email.bounce_address`: expected a plain address"):
+        parse_config({"email": {"bounce_address": value}})

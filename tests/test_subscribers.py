@@ -213,7 +213,7 @@ def test_the_subscriber_lifecycle(database_url, tmp_path):
         out = io.StringIO()
         assert people.export_csv(out) == 4
         assert out.getvalue().splitlines()[0] == (
-            "email,name,state,created_at,confirmed_at,unsubscribed_at,bounced_at")
+            "email,name,state,created_at,confirmed_at,unsubscribed_at,bounced_at,reason")
     finally:
         ledger.close()
 
@@ -359,3 +359,32 @@ def test_add_never_re_adds_whoever_left_without_force(project):
     forced = project.cli("subscribers", "add", "left@example.org", "--force")
     assert forced.returncode == 0
     assert listed(project)["left@example.org"]["state"] == "active"
+
+
+def test_a_list_from_schema_1_is_read_as_it_is_and_upgraded_with_a_reason_column(tmp_path):
+    """A database written before `reason` existed: a read-only look works without it, and the
+    next writer adds the column (schema 3), keeping every row."""
+    import sqlite3
+
+    path = tmp_path / "ledger.sqlite3"
+    ledger = Ledger(f"sqlite:///{path}")
+    Subscribers(ledger).add("ann@example.org")
+    ledger.close()
+    with sqlite3.connect(path) as conn:
+        conn.execute("ALTER TABLE subscribers DROP COLUMN reason")
+        conn.execute("UPDATE briefbot_meta SET value = '1' WHERE key = 'schema_version'")
+    reader = Ledger(f"sqlite:///{path}", readonly=True)
+    try:
+        assert [(s.email, s.reason) for s in Subscribers(reader).iter_all()] == [
+            ("ann@example.org", None)]
+    finally:
+        reader.close()
+    writer = Ledger(f"sqlite:///{path}")
+    try:
+        people = Subscribers(writer)
+        assert people.unsubscribe("ann@example.org", reason="complaint (abuse report)")
+        assert people.get("ann@example.org").reason == "complaint (abuse report)"
+    finally:
+        writer.close()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT value FROM briefbot_meta").fetchall() == [("3",)]

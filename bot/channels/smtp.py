@@ -171,7 +171,7 @@ class SmtpChannel(Channel):
     def send(self, message: Message) -> Receipt:
         if not message.key.recipient or message.raw is None:
             raise PermanentError("an email needs a recipient and its raw bytes to be sent")
-        reply = self.send_raw(self.envelope_from, message.key.recipient, message.raw)
+        reply = self.send_raw(self.sender_for(message.key), message.key.recipient, message.raw)
         return Receipt(remote_id=message.extra.get("message_id"), note=reply)
 
     def reconcile(self, message: Message) -> Receipt | None:
@@ -195,7 +195,16 @@ class SmtpChannel(Channel):
 
     def send_email(self, key: DeliveryKey, data: bytes, message_id: str) -> Receipt:
         return Receipt(remote_id=message_id,
-                       note=self.send_raw(self.envelope_from, key.recipient, data))
+                       note=self.send_raw(self.sender_for(key), key.recipient, data))
+
+    def sender_for(self, key: DeliveryKey) -> str:
+        """The envelope sender (where bounce reports go): with `email.bounce_address`, one of
+        its own per recipient and campaign (VERP); otherwise `envelope_from` or the From."""
+        if key.recipient and self.settings.config.email.bounce_address:
+            from bot.tokens import bounce_address
+
+            return bounce_address(self.settings, key.campaign, key.recipient) or ""
+        return self.envelope_from
 
     def send_raw(self, sender: str, recipient: str, data: bytes) -> str:
         """Send complete CRLF message bytes to one recipient; returns the server's reply.
