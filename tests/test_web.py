@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email
 import io
+import os
 import re
 import socket
 import stat
@@ -424,3 +425,20 @@ def test_a_local_hero_image_reaches_the_email_through_serve(project, serve):
     for guess in ("/images/../config.toml", "/images/" + "0" * 32 + ".png",
                   "/images/%2e%2e%2fconfig.toml"):
         assert server.request("GET", guess).status_code == 404
+
+    # Opened as a reader would, in Chromium: the picture loads from serve, at its shape.
+    from tests.chromium import chromium, chromium_path
+
+    if chromium_path() is None and not os.environ.get("CI"):
+        pytest.skip("Chromium is not installed: `apt-get install chromium`")
+    page_file = project.root / "delivered.html"
+    page_file.write_text(html, encoding="utf-8")
+    with chromium(project.root / "profile") as page:
+        page.open(page_file.as_uri(), width=375)
+        page.evaluate("Promise.all([...document.images].map(i => i.decode().catch(() => 0)))")
+        drawn = page.evaluate("[...document.images].map(i => [i.currentSrc, i.naturalWidth,"
+                              " i.naturalHeight, i.getBoundingClientRect().width,"
+                              " i.getBoundingClientRect().height])")
+    (src, natural_w, natural_h, width, height), = [d for d in drawn if "/images/" in d[0]]
+    assert natural_w > 0 and width <= 375
+    assert abs((width / height) / (natural_w / natural_h) - 1) < 0.01
