@@ -111,8 +111,10 @@ def stopping_on_signals() -> Iterator[threading.Event]:
 def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
     paths = [Path(p) for p in args.paths] or settings.brief_folders
     from bot.briefs import BriefReader
+    from bot.render.post import link_problem
 
     scan = BriefReader.from_settings(settings).scan(paths)
+    scan.problems.extend(p for b in scan.briefs if (p := link_problem(b)) is not None)
     statuses = settings.config.briefs.published_statuses
     if args.json:
         _print_json([p.as_dict() for p in scan.problems])

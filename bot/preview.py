@@ -67,6 +67,7 @@ from bot.preview_email import (  # noqa: F401  (re-exported)
 )
 from bot.redaction import redact
 from bot.render.media import ImageMemo, images_once, prepare_image
+from bot.render.post import link_problem
 
 POST_NETWORKS = ("x", "mastodon", "bluesky")
 UNITS = {"x": "weighted characters", "bluesky": "graphemes", "mastodon": "characters",
@@ -146,7 +147,7 @@ class _Builder(EmailCards):
         elif blockers:
             issues.append(Issue("error", "Blocked: will not be published until fixed: "
                                 + "; ".join(blockers)))
-        for problem in brief.problems:
+        for problem in (*brief.problems, *filter(None, [link_problem(brief)])):
             where = f"line {problem.line}: " if problem.line else ""
             issues.append(Issue(problem.severity, f"{where}{problem.message}"))
         cards = [self._card(brief, channels[step.channel], self._state(step))

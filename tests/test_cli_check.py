@@ -118,3 +118,16 @@ def test_a_local_hero_image_that_does_not_exist_is_an_error_yet_the_post_goes_ou
     run = project.cli("run", "--once")  # the text goes out without the image
     assert "1 sent" in run.stdout
     assert run.returncode == 1 and "missing-image" in run.stderr  # and the error is named
+
+
+def test_a_source_url_x_and_mastodon_would_link_only_in_part_is_a_warning(project):
+    write_brief(project.briefs, "dot.md", url="https://example.org/story.")
+    write_brief(project.briefs, "creds.md", url="https://user:secret@example.org/story")
+    write_brief(project.briefs, "fine.md", url="https://example.org/story?id=4")
+    result = project.cli("check", "--json")
+    assert result.returncode == 0  # a warning: the brief still goes out
+    found = {Path(p["path"]).name: p for p in json.loads(result.stdout)
+             if p["code"] == "partly-linked-url"}
+    assert set(found) == {"dot.md", "creds.md"}
+    assert "only 'https://example.org/story'" in found["dot.md"]["message"]
+    assert found["dot.md"]["field"] == "source_url"

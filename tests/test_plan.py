@@ -171,3 +171,10 @@ def test_a_sent_post_shows_the_text_it_went_out_with(project):
     assert card.kind == "receipt" and card.state.name == "changed"
     assert "The first <title>" in card.sent_text
     assert "The first &lt;title&gt;" in gallery.html()  # shown as text, escaped
+
+
+def test_the_preview_banners_a_source_url_linked_only_in_part(project):
+    write_brief(project.briefs, "dot.md", url="https://example.org/story.")
+    gallery = build_gallery(load_settings(project.config), now=MOMENT)
+    texts = [issue.text for entry in gallery.entries for issue in entry.issues]
+    assert any("would link only 'https://example.org/story'" in text for text in texts), texts

@@ -92,6 +92,14 @@ def x_weighted_length(text: str, config: str | XConfig = "v3") -> int:
     return x_parse(text, config).weighted_length
 
 
+def linked_part(url: str) -> str:
+    """What X and Mastodon (both twitter-text's extractor) link of `url` written between
+    spaces: `url` itself when it is linked whole, else the part they link ("" for none)."""
+    text = f" {unicodedata.normalize('NFC', url)} "
+    spans = _UrlScanner(text).extract()
+    return max((text[s:e] for s, e in spans if s == 1), key=len, default="")
+
+
 def grapheme_length(text: str) -> int:
     """User-perceived characters: a ZWJ family or a flag is one, as Bluesky and Mastodon see it."""
     return sum(1 for _ in _GRAPHEME.finditer(text))

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import unicodedata
 from typing import Any
 
 import regex
 
-from bot.briefs import Brief
+from bot.briefs import Brief, Problem
 from bot.config import Settings
 from bot.message import DeliveryKey, Message
 from bot.render import fit
+from bot.render.counting import linked_part
 from bot.render.templates import template_env
 
 RULES = {
@@ -96,3 +98,20 @@ def render_post(brief: Brief, key: DeliveryKey, *, network: str, settings: Setti
         extra={"facets": fitted.facets, "language": brief_language(brief),
                "title": brief.title, "summary": brief.summary, "brief_path": str(brief.path)},
     )
+
+
+def link_problem(brief: Brief) -> Problem | None:
+    """A warning when X and Mastodon would link only part of the brief's source URL (a
+    trailing `.` or `)`, a `user:pass@`, a top-level domain they do not know): readers would
+    land on the wrong page."""
+    url = brief.source_url
+    if not url:
+        return None
+    linked = linked_part(url)
+    if linked == unicodedata.normalize("NFC", url):
+        return None
+    what = f"only {linked!r}" if linked else "none of it"
+    return Problem(str(brief.path), "warning", "partly-linked-url",
+                   f"X and Mastodon would link {what} of the source URL {url!r}; remove "
+                   "trailing punctuation or credentials, or link a page whose address they "
+                   "link whole", "source_url")
