@@ -381,3 +381,17 @@ def test_bluesky_hashtags_get_tag_facets_at_utf8_byte_offsets() -> None:
 def _links(post) -> list[dict]:
     """The link facets of a post (hashtags have facets of their own)."""
     return [f for f in post.facets if f["features"][0]["$type"].endswith("#link")]
+
+
+def test_a_link_inside_a_title_gets_its_own_bluesky_facet():
+    from bot.render import fit
+
+    post = fit.fit_post(fit.BLUESKY, title="Read https://example.com/report first",
+                        url="https://news.example.org/x")
+    links = [(f["index"]["byteStart"], f["index"]["byteEnd"], f["features"][0]["uri"])
+             for f in post.facets if f["features"][0]["$type"].endswith("#link")]
+    data = post.text.encode("utf-8")
+    assert [data[s:e].decode() for s, e, _ in links] == ["https://example.com/report",
+                                                         "news.example.org/x"]
+    assert [uri for _, _, uri in links] == ["https://example.com/report",
+                                            "https://news.example.org/x"]

@@ -92,6 +92,12 @@ def x_weighted_length(text: str, config: str | XConfig = "v3") -> int:
     return x_parse(text, config).weighted_length
 
 
+def url_spans(text: str, *, bare: bool = False) -> list[tuple[int, int]]:
+    """Where twitter-text finds links in `text` (character offsets); `bare` also finds
+    domains written without `https://`."""
+    return _UrlScanner(text).extract(without_protocol=bare)
+
+
 def linked_part(url: str) -> str:
     """What X and Mastodon (both twitter-text's extractor) link of `url` written between
     spaces: `url` itself when it is linked whole, else the part they link ("" for none)."""

@@ -26,6 +26,7 @@ from bot.render.counting import (
     bluesky_length,
     grapheme_length,
     mastodon_length,
+    url_spans,
     x_parse,
     x_weighted_length,
 )
@@ -194,6 +195,8 @@ def fit_post(rules: NetworkRules, *, title: str, url: str, hashtags: Iterable[st
         facets = tuple(_link_facet(text, start, shown, url) for start in starts)
     if rules.link_facets:
         facets += tuple(_tag_facets(text, tags))
+        facets += tuple(_other_link_facets(text, [(s, s + len(shown)) for s in starts]))
+        facets = tuple(sorted(facets, key=lambda f: f["index"]["byteStart"]))
     return FittedPost(text=text, length=rules.count(text), limit=rules.max_length, url=url,
                       cut=tuple(cut), facets=facets)
 
@@ -234,6 +237,19 @@ def _link_facet(text: str, start: int, shown: str, url: str) -> dict[str, Any]:
         "index": {"byteStart": byte_start, "byteEnd": byte_start + len(shown.encode("utf-8"))},
         "features": [{"$type": "app.bsky.richtext.facet#link", "uri": url}],
     }
+
+
+def _other_link_facets(text: str, taken: list[tuple[int, int]]) -> Iterable[dict[str, Any]]:
+    """Link facets for `https://` links written in the title itself: Bluesky links text only
+    through facets, so without one a URL in a title stays plain text."""
+    for start, end in url_spans(text):
+        if any(start < t_end and t_start < end for t_start, t_end in taken):
+            continue  # the brief's own link, which has its facet already
+        uri = text[start:end]
+        byte_start = len(text[:start].encode("utf-8"))
+        yield {"index": {"byteStart": byte_start,
+                         "byteEnd": byte_start + len(uri.encode("utf-8"))},
+               "features": [{"$type": "app.bsky.richtext.facet#link", "uri": uri}]}
 
 
 def _tag_facets(text: str, tags: list[str]) -> Iterable[dict[str, Any]]:
