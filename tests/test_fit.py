@@ -395,3 +395,17 @@ def test_a_link_inside_a_title_gets_its_own_bluesky_facet():
                                                          "news.example.org/x"]
     assert [uri for _, _, uri in links] == ["https://example.com/report",
                                             "https://news.example.org/x"]
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    # Mastodon's own path rules (config/initializers/twitter_regex.rb): any character in a
+    # path, none of `=` `.` `,` ... at its end; non-ASCII in a query.
+    ("see https://example.org/パス/記事 now", 4 + 23 + 4),
+    ("see https://example.org/a?q=日本 now", 4 + 23 + 4),
+    ("see https://example.org/p= now", 4 + 23 + 1 + 4),  # the `=` is text, not link
+    ("see https://example.org/story. now", 4 + 23 + 1 + 4),
+])
+def test_mastodon_charges_a_link_for_what_mastodon_links(text, expected):
+    from bot.render.counting import mastodon_length
+
+    assert mastodon_length(text) == expected

@@ -98,11 +98,13 @@ def url_spans(text: str, *, bare: bool = False) -> list[tuple[int, int]]:
     return _UrlScanner(text).extract(without_protocol=bare)
 
 
-def linked_part(url: str) -> str:
-    """What X and Mastodon (both twitter-text's extractor) link of `url` written between
-    spaces: `url` itself when it is linked whole, else the part they link ("" for none)."""
+def linked_part(url: str, network: str = "x") -> str:
+    """What X (twitter-text) or Mastodon (twitter-text with its own path rules) links of
+    `url` written between spaces: `url` itself when linked whole, else the part it links."""
     text = f" {unicodedata.normalize('NFC', url)} "
-    spans = _UrlScanner(text).extract()
+    scanner = (_UrlScanner(text, path=_M_PATH, query=_M_QUERY) if network == "mastodon"
+               else _UrlScanner(text))
+    spans = scanner.extract(without_protocol=network != "mastodon")
     return max((text[s:e] for s, e in spans if s == 1), key=len, default="")
 
 
@@ -119,8 +121,9 @@ _MENTION = regex.compile(
 def mastodon_length(text: str, url_length: int = URL_LENGTH) -> int:
     """Mastodon's StatusLengthValidator: graphemes, every link it links charged `url_length`,
     a mention `@user@domain` counted as `@user` (the domain is free)."""
+    scanner = _UrlScanner(text, path=_M_PATH, query=_M_QUERY)
     entities = [(start, end, "x" * url_length)
-                for start, end in _UrlScanner(text).extract(without_protocol=False)]
+                for start, end in scanner.extract(without_protocol=False)]
     entities += [(m.start(), m.end(), "@" + m.group(1)) for m in _MENTION.finditer(text)]
     parts, last = [], 0
     for start, end, replacement in sorted(entities):
@@ -169,6 +172,18 @@ _PUNYCODE_TLD = re.compile(r"xn--[\-0-9a-z]+", re.IGNORECASE | re.ASCII)
 _ASCII_LABEL = re.compile(rf"[\-a-z0-9{_LATIN}]+", re.IGNORECASE | re.ASCII)
 _TCO = re.compile(rf"https?://t\.co/([a-z0-9]+){_QUERY_TAIL}", re.IGNORECASE | re.ASCII)
 
+# Mastodon links with twitter-text too, but overrides its path and query rules (its
+# config/initializers/twitter_regex.rb): a path may hold any character but space, `<>()?`; it
+# may not end in `!*"'「」<>;:=,.$%[]~&|@`; a query may hold non-ASCII characters.
+_M_CHAR = r"[^\s<>()?]"
+_M_PARENS = rf"\((?:{_M_CHAR}+|{_M_CHAR}*\({_M_CHAR}+\){_M_CHAR}*)\)"
+_M_END = rf"(?:[^\s()?!*\"'「」<>;:=,.$%\[\]~&|@]|{_M_PARENS})"
+_M_PATH = re.compile(rf"/(?:{_M_CHAR}*(?:{_M_PARENS}{_M_CHAR}*)*{_M_END}|{_M_CHAR}+/)*",
+                     re.IGNORECASE)
+_M_WIDE = "\u00a0-\ud7ff\uf900-\ufdcf\ufdf0-\uffef\U00010000-\U0010fffd"
+_M_QUERY = re.compile(rf"(?:\?[a-z0-9!?*'();:&=+$/%#\[\]\-_.,~|@^{_M_WIDE}]*"
+                      rf"[a-z0-9_&=#/\-{_M_WIDE}])?", re.IGNORECASE)
+
 
 def _tld_end(text: str, start: int) -> int | None:
     """End of the TLD at `start` (first listed match wins, as in the regex alternation)."""
@@ -216,8 +231,10 @@ def _idn_ok(domain: str, url: str, protocol: str) -> bool:
 class _UrlScanner:
     """Finds the URLs twitter-text would find in one text, as (start, end) code point spans."""
 
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, *, path: re.Pattern[str] = _PATH,
+                 query: re.Pattern[str] = _QUERY) -> None:
         self.text = text
+        self.path, self.query = path, query
         n = len(text)
         label = [c not in _NOT_LABEL for c in text]
         self.run_end = list(range(n + 1))  # end of the run of label characters from i
@@ -265,10 +282,10 @@ class _UrlScanner:
             return None
         end = domain_end
         has_path = False
-        for part in (_PORT, _PATH, _QUERY):
+        for part in (_PORT, self.path, self.query):
             match = part.match(self.text, end)
             if match:
-                has_path = has_path or part is _PATH
+                has_path = has_path or part is self.path
                 end = match.end()
         return domain_start, domain_end, has_path, end
 

@@ -107,11 +107,13 @@ def link_problem(brief: Brief) -> Problem | None:
     url = brief.source_url
     if not url:
         return None
-    linked = linked_part(url)
-    if linked == unicodedata.normalize("NFC", url):
+    whole = unicodedata.normalize("NFC", url)
+    short = {name: linked_part(url, name.lower()) for name in ("X", "Mastodon")}
+    short = {name: part for name, part in short.items() if part != whole}
+    if not short:
         return None
-    what = f"only {linked!r}" if linked else "none of it"
+    said = "; ".join(f"{name} would link {f'only {part!r}' if part else 'none of it'}"
+                     for name, part in short.items())
     return Problem(str(brief.path), "warning", "partly-linked-url",
-                   f"X and Mastodon would link {what} of the source URL {url!r}; remove "
-                   "trailing punctuation or credentials, or link a page whose address they "
-                   "link whole", "source_url")
+                   f"{said} of the source URL {url!r}; remove trailing punctuation or "
+                   "credentials, or link a page whose address they link whole", "source_url")
