@@ -409,3 +409,13 @@ def test_mastodon_charges_a_link_for_what_mastodon_links(text, expected):
     from bot.render.counting import mastodon_length
 
     assert mastodon_length(text) == expected
+
+
+def test_mastodon_counts_indic_conjuncts_as_ruby_3_does():
+    """Mastodon's Ruby 3.x uses Unicode 15.0 graphemes, which break after a virama; the
+    `regex` module (15.1, rule GB9c) joins the conjunct. The larger count is the safe one."""
+    from bot.render.counting import grapheme_length, mastodon_length
+
+    assert grapheme_length("क्षत्रिय") == 3 and mastodon_length("क्षत्रिय") == 5
+    assert mastodon_length("नमस्ते दुनिया") == grapheme_length("नमस्ते दुनिया") + 1  # स्ते
+    assert mastodon_length("👨‍👩‍👧 family") == 8  # emoji sequences are unchanged

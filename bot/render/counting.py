@@ -131,7 +131,26 @@ def mastodon_length(text: str, url_length: int = URL_LENGTH) -> int:
             continue  # overlapping entities: the earlier one wins, as Extractor does
         parts += [text[last:start], replacement]
         last = end
-    return grapheme_length("".join([*parts, text[last:]]))
+    return ruby_grapheme_length("".join([*parts, text[last:]]))
+
+
+# Unicode 15.1 keeps an Indic conjunct (consonant + virama + consonant) in one grapheme
+# (rule GB9c); Unicode 15.0, which Mastodon's Ruby 3.x uses, breaks after the virama.
+_CONJUNCT_JOIN = regex.compile(
+    r"(?<=\p{InCB=Consonant}[\p{InCB=Extend}\p{InCB=Linker}]*\p{InCB=Linker}"
+    r"[\p{InCB=Extend}\p{InCB=Linker}]*)\p{InCB=Consonant}")
+
+
+def ruby_grapheme_length(text: str) -> int:
+    """Graphemes as Ruby 3.x counts them (Unicode 15.0): the 15.1 count plus one for every
+    conjunct that 15.1 joins and 15.0 splits. Where the versions disagree this is the larger
+    count, so a post fitted to it is never refused for being long."""
+    joins = 0
+    for match in _GRAPHEME.finditer(text):
+        cluster = match.group()
+        if len(cluster) > 2:
+            joins += len(_CONJUNCT_JOIN.findall(cluster))
+    return sum(1 for _ in _GRAPHEME.finditer(text)) + joins
 
 
 def bluesky_length(text: str) -> tuple[int, int]:
