@@ -7,24 +7,45 @@ Exit codes: 0 all went well, 1 something failed (a brief with errors, a delivery
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import re
-import signal
 import sys
-import threading
-from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from datetime import UTC, datetime
+from collections.abc import Callable, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from bot.channels import check_channels
 from bot.config import ConfigError, Settings, load_settings
+from bot.mail_commands import (
+    cmd_archive,
+    cmd_archive_export,
+    cmd_bounces,
+    cmd_bounces_fetch,
+    cmd_digest,
+    cmd_digest_send,
+    cmd_sent_log,
+    cmd_sent_log_accept,
+    cmd_subscribers,
+    cmd_subscribers_add,
+    cmd_subscribers_export,
+    cmd_subscribers_import,
+    cmd_subscribers_list,
+    cmd_subscribers_remove,
+)
+from bot.terminal import (  # noqa: F401  (parse_now is part of the command line's API)
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    UsageError,
+    config_option,
+    parse_now,
+    plain,
+    port_number,
+    print_json,
+    stopping_on_signals,
+    table,
+)
 from bot.words import counted
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 DESCRIPTION = """\
 briefbot turns a folder of Markdown briefs into social posts and a weekly digest email,
@@ -39,71 +60,6 @@ Start here:
 """
 
 
-# What a terminal would act on rather than show: a whole CSI sequence (`ESC [ ... m`), or any
-# other C0/C1 control character (ESC, BEL, CR, ...) except newline and tab.
-TERMINAL_CONTROL = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|[\x00-\x08\x0b-\x1f\x7f-\x9f]")
-
-
-class UsageError(Exception):
-    pass
-
-
-def _plain(text: Any) -> str:
-    """Text from briefs (file names, ids, titles, post text) made safe to print: no terminal
-    control sequences, so a brief cannot clear the screen or fake output."""
-    return TERMINAL_CONTROL.sub("", str(text))
-
-
-def parse_now(value: str | None) -> datetime:
-    if not value:
-        return datetime.now(UTC)
-    try:
-        moment = datetime.fromisoformat(value)
-        return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC)
-    except (ValueError, OverflowError):
-        raise UsageError(f"--now {value!r}: write ISO 8601, such as 2026-11-28T09:00:00Z") from None
-
-
-def _print_json(data: Any) -> None:
-    json.dump(data, sys.stdout, indent=2, ensure_ascii=False, default=str)
-    sys.stdout.write("\n")
-
-
-def _table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any]],
-           *, whole: Sequence[str] = ()) -> None:
-    """A table; the `whole` columns (ids, times, addresses) are never split mid-word."""
-    from rich.console import Console
-    from rich.markup import escape
-    from rich.table import Table
-
-    table = Table(title=title, show_lines=False, header_style="bold")
-    for column in columns:
-        table.add_column(column, overflow="fold", no_wrap=column in whole)
-    for row in rows:  # cells are text, never markup: a title `[/]` or `[bold]` shows as written
-        table.add_row(*("" if v is None else escape(_plain(v)) for v in row))
-    Console(soft_wrap=False, emoji=False).print(table)
-
-
-@contextmanager
-def stopping_on_signals() -> Iterator[threading.Event]:
-    """SIGTERM (`systemctl stop`, `timeout`) or Ctrl-C: stop claiming, finish and record the
-    message in flight, then report. A second Ctrl-C interrupts at once."""
-    stop = threading.Event()
-
-    def on_signal(signum: int, _frame: Any) -> None:
-        if stop.is_set() and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        print(f"briefbot: {signal.Signals(signum).name}: finishing the message in flight, "
-              "then stopping", file=sys.stderr, flush=True)
-        stop.set()
-
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        yield stop
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
 
 # -- commands -------------------------------------------------------------------------------
 
@@ -117,16 +73,16 @@ def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
     scan.problems.extend(p for b in scan.briefs if (p := link_problem(b)) is not None)
     statuses = settings.config.briefs.published_statuses
     if args.json:
-        _print_json([p.as_dict() for p in scan.problems])
+        print_json([p.as_dict() for p in scan.problems])
         return EXIT_FAILED if scan.has_errors else EXIT_OK
     for problem in scan.problems:
         where = problem.path + (f":{problem.line}" if problem.line else "")
         field = f" [{problem.field}]" if problem.field else ""
-        print(_plain(f"{where}: {problem.severity}: {problem.code}{field}: {problem.message}"))
+        print(plain(f"{where}: {problem.severity}: {problem.code}{field}: {problem.message}"))
     for brief in scan.briefs:
         blockers = brief.blockers(statuses)
         verdict = "publishable" if not blockers else "not publishable: " + "; ".join(blockers)
-        print(_plain(f"{brief.path}: {verdict}"))
+        print(plain(f"{brief.path}: {verdict}"))
     errors = sum(1 for p in scan.problems if p.severity == "error")
     warnings = len(scan.problems) - errors
     print(f"{counted(len(scan.briefs), 'brief')} read, {counted(errors, 'error')}, "
@@ -154,10 +110,10 @@ def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
     for issue in channel_issues:
         print(f"briefbot: {issue}", file=sys.stderr)
     if args.json:
-        _print_json(rows)
+        print_json(rows)
         return EXIT_OK
     tz = settings.tz
-    _table(None, ["id", "title", "published", *plan.channels],
+    table(None, ["id", "title", "published", *plan.channels],
            [(brief.id, brief.title, _local(brief.published_at, tz),
              *(_cell(step.state, step.reason) for step in plan.for_brief(brief.id)))
             for brief in plan.briefs], whole=["id", "published"])
@@ -180,7 +136,7 @@ def _cell(state: str, reason: str) -> str:
 def cmd_config(args: argparse.Namespace, settings: Settings) -> int:
     data = settings.redacted()
     data["_source"] = str(settings.path) if settings.path else "built-in defaults"
-    _print_json(data)
+    print_json(data)
     return EXIT_OK
 
 
@@ -195,22 +151,22 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
         report = publish_due(settings, parse_now(args.now), dry_run=args.dry_run,
                              should_stop=stop.is_set)
     if args.json:
-        _print_json({"summary": report.summary(), "outcomes": [o.as_dict() for o in
+        print_json({"summary": report.summary(), "outcomes": [o.as_dict() for o in
                      report.outcomes], "problems": [p.as_dict() for p in report.problems]})
     else:
         for problem in report.problems:
-            print(_plain(f"{problem.path}: {problem.code}: {problem.message}"), file=sys.stderr)
+            print(plain(f"{problem.path}: {problem.code}: {problem.message}"), file=sys.stderr)
         for outcome in report.outcomes:
             if args.dry_run and outcome.message is not None:
                 m = outcome.message
-                print(_plain(f"── {outcome.brief_id} → {outcome.channel} ({m.length}/{m.limit})"))
-                print(_plain(m.text))
+                print(plain(f"── {outcome.brief_id} → {outcome.channel} ({m.length}/{m.limit})"))
+                print(plain(m.text))
                 for note in m.notes:
-                    print(_plain(f"   note: {note}"))
+                    print(plain(f"   note: {note}"))
             else:
                 line = f"{outcome.state:>10}  {outcome.brief_id} → {outcome.channel}"
                 detail = outcome.url or outcome.detail
-                print(_plain(f"{line}  {detail}" if detail else line))
+                print(plain(f"{line}  {detail}" if detail else line))
         prefix = "dry run: " if args.dry_run else ""
         print(prefix + report.summary())
     interrupted = stop.is_set() and report.count("queued")  # left for the next run
@@ -222,7 +178,7 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
 
     status = collect_status(settings, parse_now(args.now))
     if args.json:
-        _print_json(status)
+        print_json(status)
     else:
         print_status(status)
     return EXIT_OK
@@ -278,197 +234,6 @@ def cmd_skip(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
-def cmd_sent_log(args: argparse.Namespace, settings: Settings) -> int:
-    raise UsageError("sent-log: give an action: accept (briefbot sent-log --help)")
-
-
-def cmd_sent_log_accept(args: argparse.Namespace, settings: Settings) -> int:
-    from bot import watermark
-    from bot.ledger import open_ledger
-
-    ledger = open_ledger(settings)
-    try:
-        old, new = watermark.accept(settings, ledger)
-    finally:
-        ledger.close()
-    if new < old:
-        print(f"accepted the sent-log as it is: deliveries after #{new} (up to #{old}) are "
-              "forgotten, so briefs and digests sent since may go out again on the next run")
-    else:
-        print(f"the sent-log is up to date (#{new}); nothing to accept")
-    return EXIT_OK
-
-
-def cmd_digest(args: argparse.Namespace, settings: Settings) -> int:
-    raise UsageError("digest: give an action: send (briefbot digest --help)")
-
-
-def cmd_digest_send(args: argparse.Namespace, settings: Settings) -> int:
-    from bot.digest import send_digest
-    from bot.timing import parse_period, period_for
-
-    now = parse_now(args.now)
-    if args.dry_run and args.to:
-        raise UsageError("--dry-run sends nothing and --to sends one copy: give one of them")
-    if args.period:
-        try:
-            period = parse_period(args.period, settings.tz)
-        except ValueError as error:
-            raise UsageError(f"--period: {error}") from None
-    else:
-        period = period_for(now, settings.tz, settings.config.email.period_days)
-    with stopping_on_signals() as stop:
-        report = send_digest(settings, period, now=now, dry_run=args.dry_run, to=args.to,
-                             channel=args.channel, progress=not args.json,
-                             should_stop=stop.is_set)
-    if stop.is_set() and not report.stopped:
-        report.stopped = (f"interrupted; {counted(report.pending, 'recipient')} left for the "
-                          "next run, which resumes where this one stopped")
-    if args.json:
-        _print_json(report.as_dict())
-        return EXIT_FAILED if report.failed else EXIT_OK
-    for error in report.errors:
-        print(f"{error.get('state', 'failed'):>8}  {error['recipient']}: {error['error']}",
-              file=sys.stderr)
-    if report.subject and (args.dry_run or args.to):
-        print(f"subject: {report.subject}")
-        print(f"briefs:  {len(report.briefs)} ({', '.join(report.briefs)})")
-        print(f"size:    {report.size:,} bytes per message ({report.html_bytes:,} bytes of "
-              f"HTML); channels: {', '.join(report.channels)}")
-    print(report.summary())
-    return EXIT_FAILED if report.failed else EXIT_OK
-
-
-
-@contextmanager
-def _subscriber_list(settings: Settings, *, readonly: bool = False) -> Iterator[Any]:
-    from bot.ledger import Ledger
-    from bot.subscribers import Subscribers
-
-    ledger = Ledger(settings.database_url, lease=settings.config.publish.lease, readonly=readonly)
-    try:
-        yield Subscribers(ledger)
-    finally:
-        ledger.close()
-
-
-def cmd_subscribers(args: argparse.Namespace, settings: Settings) -> int:
-    raise UsageError("subscribers: give an action: add, remove, import, export or list "
-                     "(briefbot subscribers --help)")
-
-
-def cmd_subscribers_add(args: argparse.Namespace, settings: Settings) -> int:
-    with _subscriber_list(settings) as subscribers:
-        try:
-            subscriber = subscribers.add(args.email, args.name, force=args.force,
-                                         state="pending" if args.pending else "active")
-        except ValueError as error:
-            raise UsageError(str(error)) from None
-    print(f"{subscriber.address}: {subscriber.state}")
-    return EXIT_OK
-
-
-def cmd_subscribers_remove(args: argparse.Namespace, settings: Settings) -> int:
-    with _subscriber_list(settings) as subscribers:
-        known = subscribers.remove(args.email, purge=args.purge)
-    if not known:
-        print(f"{args.email.strip()}: not on the list; nothing changed", file=sys.stderr)
-        return EXIT_FAILED
-    print(f"{args.email.strip()}: {'deleted' if args.purge else 'unsubscribed'}")
-    return EXIT_OK
-
-
-def cmd_subscribers_import(args: argparse.Namespace, settings: Settings) -> int:
-    path = Path(args.file)
-    if not path.is_file():
-        raise UsageError(f"{path}: no such file; give a CSV with columns email[,name][,state]")
-    with _subscriber_list(settings) as subscribers:
-        report = subscribers.import_csv(path)
-    for row in report.rejected:
-        print(f"{path}:{row.line}: {row.reason}", file=sys.stderr)
-    print(report.summary(), file=sys.stderr if report.rejected else sys.stdout)
-    return EXIT_OK if report.ok else EXIT_FAILED
-
-
-def cmd_subscribers_export(args: argparse.Namespace, settings: Settings) -> int:
-    with _subscriber_list(settings, readonly=True) as subscribers:
-        if not args.file or args.file == "-":
-            subscribers.export_csv(sys.stdout)
-            return EXIT_OK
-        with open(args.file, "w", encoding="utf-8", newline="") as out:
-            rows = subscribers.export_csv(out)
-    print(f"{counted(rows, 'subscriber')} written to {args.file}", file=sys.stderr)
-    return EXIT_OK
-
-
-def cmd_subscribers_list(args: argparse.Namespace, settings: Settings) -> int:
-    with _subscriber_list(settings, readonly=True) as subscribers:
-        try:
-            found = subscribers.iter_all(args.state)
-        except ValueError as error:
-            raise UsageError(f"--state: {error}") from None
-        if args.json:
-            _print_json([s.as_dict() for s in found])
-            return EXIT_OK
-        rows = [(s.address, s.name, s.state, s.created_at.isoformat()[:16],
-                 s.updated_at.isoformat()[:16], s.reason) for s in found]
-    if any(r[5] for r in rows):  # why addresses left (a bounce's status, a complaint), and when
-        _table(None, ["email", "state", "changed", "reason"],
-               [(r[0], r[2], r[4], r[5]) for r in rows], whole=["email", "changed"])
-    else:
-        _table(None, ["email", "name", "state", "added", "changed"], [r[:5] for r in rows],
-               whole=["email", "added", "changed"])
-    counts = ", ".join(f"{n} {state}" for state, n in Counter(r[2] for r in rows).items())
-    print(counted(len(rows), "subscriber") + (f": {counts}" if counts else ""), file=sys.stderr)
-    return EXIT_OK
-
-
-def cmd_archive(args: argparse.Namespace, settings: Settings) -> int:
-    raise UsageError("archive: give an action: export DIR (briefbot archive --help)")
-
-
-def cmd_archive_export(args: argparse.Namespace, settings: Settings) -> int:
-    from bot.archive import Archive
-    from bot.ledger import open_ledger
-
-    ledger = open_ledger(settings, readonly=True)
-    try:
-        archive = Archive(settings, ledger)
-    finally:
-        ledger.close()
-    folder = Path(args.dir)
-    try:
-        written = archive.export(folder)
-    except OSError as error:
-        raise UsageError(f"{folder}: cannot write the archive there ({error.strerror}); give "
-                         "a folder you can write to") from None
-    print(f"{counted(len(archive.issues), 'digest')} and {counted(len(written), 'file')} "
-          f"written to {folder} (publish it as {settings.config.email.base_url.rstrip('/')}"
-          "/archive/)")
-    return EXIT_OK
-
-
-def cmd_bounces(args: argparse.Namespace, settings: Settings) -> int:
-    raise UsageError("bounces: give an action: fetch (briefbot bounces --help)")
-
-
-def cmd_bounces_fetch(args: argparse.Namespace, settings: Settings) -> int:
-    from bot.bounces import MailboxError, fetch
-
-    try:
-        report = fetch(settings)
-    except MailboxError as error:
-        print(f"briefbot: {error}", file=sys.stderr)
-        return EXIT_FAILED
-    if args.json:
-        _print_json(report.as_dict())
-    else:
-        for line in report.lines():
-            print(line)
-        print(report.summary(), file=sys.stderr if report.left else sys.stdout)
-    return EXIT_OK if report.ok else EXIT_FAILED
-
-
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     from bot.web import serve
 
@@ -515,23 +280,6 @@ def _version() -> str:
         return "(not installed)"
 
 
-def _config_option(parser: argparse.ArgumentParser) -> None:
-    """`--config` also after the command (`briefbot run --config x.toml`)."""
-    parser.add_argument("--config", metavar="PATH", default=argparse.SUPPRESS,
-                        help="configuration file (TOML)")
-
-
-def _port(value: str) -> int:
-    try:
-        port = int(value)
-    except ValueError:
-        port = -1
-    if not 0 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a port: give 0-65535 (0 picks a "
-                                         "free one)")
-    return port
-
-
 # -- parser ---------------------------------------------------------------------------------
 
 
@@ -552,7 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
                            epilog=f"Example:\n  {example}" if example else None,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         p.set_defaults(handler=handler)
-        _config_option(p)
+        config_option(p)
         return p
 
     p = command("check", cmd_check, "Lint briefs: every problem with file, line, field and fix.",
@@ -602,7 +350,7 @@ def build_parser() -> argparse.ArgumentParser:
                            epilog="Example:\n  briefbot sent-log accept",
                            formatter_class=argparse.RawDescriptionHelpFormatter)
     q.set_defaults(handler=cmd_sent_log_accept)
-    _config_option(q)
+    config_option(q)
 
     p = command("digest", cmd_digest, "The weekly digest email.",
                 "briefbot digest send --dry-run\n  briefbot digest send --period 2026-W48")
@@ -616,7 +364,7 @@ def build_parser() -> argparse.ArgumentParser:
                           "  briefbot digest send --period 2026-W48",
                           formatter_class=argparse.RawDescriptionHelpFormatter)
     q.set_defaults(handler=cmd_digest_send)
-    _config_option(q)
+    config_option(q)
     q.add_argument("--period", metavar="LABEL", help="an ISO week such as 2026-W48 (default: "
                    "the period that has just closed)")
     q.add_argument("--dry-run", action="store_true",
@@ -641,7 +389,7 @@ def build_parser() -> argparse.ArgumentParser:
                                epilog=f"Example:\n  {example}",
                                formatter_class=argparse.RawDescriptionHelpFormatter)
         q.set_defaults(handler=handler)
-        _config_option(q)
+        config_option(q)
         return q
 
     q = action("add", cmd_subscribers_add, "Add an address (one that left only with --force).",
@@ -680,7 +428,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Example:\n  BRIEFBOT_BOUNCES_PASSWORD=... briefbot bounces fetch --json",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     q.set_defaults(handler=cmd_bounces_fetch)
-    _config_option(q)
+    config_option(q)
     q.add_argument("--json", action="store_true", help="print the report as JSON")
 
     p = command("preview", cmd_preview, "Write an HTML gallery of every message that would go "
@@ -705,14 +453,14 @@ def build_parser() -> argparse.ArgumentParser:
                            "  rsync -a site/archive/ web:/var/www/news/archive/",
                            formatter_class=argparse.RawDescriptionHelpFormatter)
     q.set_defaults(handler=cmd_archive_export)
-    _config_option(q)
+    config_option(q)
     q.add_argument("dir", metavar="DIR", help="the folder to write (created if missing)")
 
     p = command("serve", cmd_serve, "Serve the unsubscribe (one-click), subscribe and confirm "
                 "pages, and the archive of digests at /archive/.",
                 "briefbot serve --host 127.0.0.1 --port 8025")
     p.add_argument("--host", help="address to listen on (default: web.host)")
-    p.add_argument("--port", type=_port, help="port (default: web.port; 0 picks a free one)")
+    p.add_argument("--port", type=port_number, help="port (default: web.port; 0 picks a free one)")
 
     return parser
 
