@@ -11,6 +11,7 @@ import os
 import re
 import tomllib
 from datetime import timedelta
+from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -335,7 +336,7 @@ class Settings:
         """Where a local hero image may live: the brief folders and `images.folders`."""
         return self.brief_folders + [self.resolve(folder) for folder in self.config.images.folders]
 
-    @property
+    @cached_property  # resolved once: every message's unsubscribe token signs with it
     def state_dir(self) -> Path:
         return self.resolve(self.config.state.dir)
 

@@ -49,7 +49,9 @@ def token_secret(settings: Settings) -> bytes:
     value = os.environ.get(env_name, "")
     if value:
         return value.encode("utf-8")
-    return _file_secret(settings.state_dir / SECRET_FILE, env_name)
+    known = _file_secrets.get(settings.state_dir)  # asked for every message: no path work
+    return known if known is not None else _file_secret(settings.state_dir / SECRET_FILE,
+                                                        env_name)
 
 
 def _file_secret(path: Path, env_name: str) -> bytes:
@@ -75,7 +77,7 @@ def _file_secret(path: Path, env_name: str) -> bytes:
         "in %s. Set %s (the same value everywhere) if more than one machine sends mail or "
         "serves the web pages", env_name, path, env_name,
     )
-    _file_secrets[path] = value.encode("ascii")
+    _file_secrets[path] = _file_secrets[path.parent] = value.encode("ascii")
     return _file_secrets[path]
 
 
