@@ -224,26 +224,24 @@ class _Exchange:
             self.conn.close()
 
 
-class _WatchedHTTPConnection(HTTPConnection):
-    """urllib3's connection, handing its new socket to the exchange's watchdog."""
+class _Watched:
+    """Mixed into urllib3's connections: each new socket goes to the exchange's watchdog."""
 
     exchange: _Exchange | None = None
 
     def _new_conn(self) -> socket.socket:
-        sock = super()._new_conn()
+        sock = super()._new_conn()  # type: ignore[misc]
         if self.exchange is not None:
             self.exchange.watch(sock)
         return sock
 
 
-class _WatchedHTTPSConnection(HTTPSConnection):
-    exchange: _Exchange | None = None
+class _WatchedHTTPConnection(_Watched, HTTPConnection):
+    pass
 
-    def _new_conn(self) -> socket.socket:
-        sock = super()._new_conn()
-        if self.exchange is not None:
-            self.exchange.watch(sock)
-        return sock
+
+class _WatchedHTTPSConnection(_Watched, HTTPSConnection):
+    pass
 
 
 def _shut(sock: socket.socket) -> None:

@@ -126,12 +126,9 @@ def mailgun(settings: Settings, subscribers: Subscribers, key: bytes, body: byte
     expected = hmac.new(key, (timestamp + token).encode(), hashlib.sha256).hexdigest()
     if not (timestamp and token and hmac.compare_digest(expected, given.lower())):
         return Answer(403, {"error": "the signature does not verify"})
-    try:
-        age = abs((time.time() if now is None else now) - int(timestamp))
-    except ValueError:
-        return Answer(403, {"error": "the signature's timestamp is not a number"})
-    if age > MAX_AGE_SECONDS:
-        return Answer(403, {"error": "the signature is too old (a replay?)"})
+    stale = _stale(timestamp, now)
+    if stale is not None:
+        return stale
     event = data["event-data"]
     name = str(event.get("event", "")).lower()
     address = str(event.get("recipient", "")).strip()
@@ -219,12 +216,9 @@ def sendgrid(settings: Settings, subscribers: Subscribers, key: Any, signature: 
                    ec.ECDSA(hashes.SHA256()))
     except (InvalidSignature, ValueError):
         return Answer(403, {"error": "the signature does not verify"})
-    try:
-        age = abs((time.time() if now is None else now) - int(timestamp))
-    except ValueError:
-        return Answer(403, {"error": "the signature's timestamp is not a number"})
-    if age > MAX_AGE_SECONDS:
-        return Answer(403, {"error": "the signature is too old (a replay?)"})
+    stale = _stale(timestamp, now)
+    if stale is not None:
+        return stale
     try:
         events = json.loads(body.decode("utf-8"))
     except (UnicodeDecodeError, ValueError):
@@ -389,3 +383,14 @@ def ses(settings: Settings, subscribers: Subscribers, verifier: SnsVerifier,
                         message_id)
         outcomes.append(result.body.get("outcome") or result.body.get("error", ""))
     return Answer(200, {"ok": True, "outcomes": outcomes})
+
+
+def _stale(timestamp: str, now: float | None) -> Answer | None:
+    """A 403 for a signed timestamp that is not a number or too old (a replay), else None."""
+    try:
+        age = abs((time.time() if now is None else now) - int(timestamp))
+    except ValueError:
+        return Answer(403, {"error": "the signature's timestamp is not a number"})
+    if age > MAX_AGE_SECONDS:
+        return Answer(403, {"error": "the signature is too old (a replay?)"})
+    return None

@@ -11,7 +11,6 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -20,7 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.smtp_server import TestCertificates, free_port
+from tests.smtp_server import TestCertificates, free_port, wait_for_port
 
 DH = Path("/usr/share/dovecot/dh.pem")
 
@@ -43,17 +42,6 @@ class Dovecot:
     password: str
     ca_file: Path
     root: Path
-
-
-def _wait_for(port: int, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"dovecot did not listen on 127.0.0.1:{port}")
 
 
 @contextmanager
@@ -136,8 +124,8 @@ service stats {{
         shutil.rmtree(root, ignore_errors=True)
         raise RuntimeError(f"dovecot would not start: {text}")
     try:
-        _wait_for(imaps)
-        _wait_for(imap)
+        wait_for_port(imaps, "dovecot", 20)
+        wait_for_port(imap, "dovecot", 20)
         yield Dovecot("127.0.0.1", imaps, imap, user, password, certificates.ca_file, root)
     finally:
         _stop(root)

@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.smtp_server import free_port
+from tests.smtp_server import free_port, wait_for_port
 
 STOCK_MASTER = Path("/etc/postfix/master.cf")
 
@@ -115,25 +115,12 @@ maillog_file = {root}/maillog
         shutil.rmtree(root, ignore_errors=True)
         raise RuntimeError(f"postfix would not start: {started.stderr}{log}")
     try:
-        _wait_for_smtp(port)
+        wait_for_port(port, "postfix")
         yield Postfix("127.0.0.1", port, root, mail_base / "copies" / "Maildir" / "new")
     finally:
         _postfix(conf, "stop")
         _wait_stopped(data)
         shutil.rmtree(root, ignore_errors=True)
-
-
-def _wait_for_smtp(port: int, timeout: float = 30.0) -> None:
-    import socket
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"postfix did not listen on 127.0.0.1:{port}")
 
 
 def _wait_stopped(data: Path, timeout: float = 15.0) -> None:
