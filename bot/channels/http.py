@@ -111,11 +111,12 @@ class HttpClient:
         try:
             return self.session.request(method, url, timeout=self.timeout, **kwargs)
         except (requests.ConnectTimeout, requests.exceptions.SSLError) as error:
-            raise TransientError(f"could not reach {self.service} while {doing} "
-                                 f"({type(error).__name__})") from None
+            raise TransientError(f"could not reach {self.service} while {doing}: it did not "
+                                 f"answer ({type(error).__name__})") from None
         except requests.ConnectionError as error:
             if never_left(error) or method not in WRITES:
-                raise TransientError(f"could not reach {self.service} while {doing}") from None
+                raise TransientError(f"could not reach {self.service} while {doing}: it did "
+                                     "not answer") from None
             raise UnknownOutcome(f"{self.service} dropped the connection while {doing}, before "
                                  "answering") from None
         except requests.RequestException as error:

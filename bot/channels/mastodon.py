@@ -21,15 +21,13 @@ import requests
 from bot import redaction
 from bot.channels.base import (
     Channel,
-    ChannelError,
     Message,
     PermanentError,
     Receipt,
     TransientError,
 )
-from bot.channels.http import retry_after
+from bot.channels.http import HttpClient, error_for, read_secret
 from bot.channels.options import MastodonOptions
-from bot.config import ConfigError
 from bot.images import (
     MASTODON_DEFAULT_MAX_BYTES,
     MASTODON_DEFAULT_MAX_PIXELS,
@@ -71,7 +69,7 @@ class MastodonChannel(Channel):
         self.media_wait = float(self.options.get("media_wait", 60))
         self.poll_interval = float(self.options.get("media_poll_interval", 1.0))
         self._limits: InstanceLimits | None = None
-        self._session: requests.Session | None = None
+        self._http: HttpClient | None = None
         self._account_id: str | None = None
 
     # -- render -----------------------------------------------------------------------------
@@ -126,8 +124,8 @@ class MastodonChannel(Channel):
         return None
 
     def close(self) -> None:
-        if self._session is not None:
-            self._session.close()
+        if self._http is not None:
+            self._http.close()
 
     # -- plumbing ---------------------------------------------------------------------------
 
@@ -150,51 +148,29 @@ class MastodonChannel(Channel):
                 f"could not read the limits of {self.instance} ({type(error).__name__}); "
                 "fitted to Mastodon's defaults (500 characters)"))
 
-    def _connect(self) -> requests.Session:
-        if self._session is None:
-            try:
-                token = self.settings.secret(self.token_env,
-                                             what=f"channel {self.name}: the Mastodon token")
-            except ConfigError as error:
-                raise PermanentError(str(error)) from None
-            redaction.register(token)
-            session = requests.Session()
-            session.headers.update({"Authorization": f"Bearer {token}",
-                                    "User-Agent": "briefbot"})
-            self._session = session
-        return self._session
+    def _connect(self) -> HttpClient:
+        if self._http is None:
+            token = read_secret(self.settings, self.token_env,
+                                f"channel {self.name}: the Mastodon token")
+            self._http = HttpClient(self.instance, timeout=self.timeout)
+            self._http.session.headers["Authorization"] = f"Bearer {token}"
+        return self._http
 
     def _request(self, method: str, path: str, *, doing: str, ok: tuple[int, ...] = (),
                  **kwargs: Any) -> requests.Response:
-        """One API call; errors become Transient/PermanentError saying what to do."""
-        session = self._connect()
-        try:
-            response = session.request(method, self.instance + path, timeout=self.timeout,
-                                       **kwargs)
-        except requests.RequestException as error:
-            raise TransientError(
-                f"{self.instance} did not answer while {doing} ({type(error).__name__})"
-            ) from None
+        """One API call; answers become errors as every web API's do (`bot.channels.http`)."""
+        response = self._connect().call(method, self.instance + path, doing=doing, **kwargs)
         if response.status_code < 300 or response.status_code in ok:
             return response
-        raise self._error(response, doing)
-
-    def _error(self, response: requests.Response, doing: str) -> ChannelError:
-        status, text = response.status_code, _error_text(response)
-        where = f"{self.instance} answered {status} while {doing}"
-        if status == 429:
-            return TransientError(f"{where}: rate limited",
-                                  retry_after=retry_after(response.headers))
-        if status >= 500 or status == 408:
-            return TransientError(f"{where}: {text}")
-        if status in (401, 403):
-            return PermanentError(
-                f"{where}: {text}; check the access token in {self.token_env} (it needs the "
-                "write:statuses and write:media scopes, and read:accounts to reconcile)")
-        if status == 404:
-            return PermanentError(f"{where}: not found; check `instance` in the channel "
-                                  f"{self.name!r} of the configuration")
-        return PermanentError(f"{where}: {text}")
+        raise error_for(
+            response.status_code, _error_text(response),
+            where=f"{self.instance} answered {response.status_code} while {doing}",
+            method=method, headers=response.headers,
+            credentials=(f"check the access token in {self.token_env} (it needs the "
+                         "write:statuses and write:media scopes, and read:accounts to "
+                         "reconcile)"),
+            refused=(f"check `instance` in the channel {self.name!r} of the configuration"
+                     if response.status_code == 404 else ""))
 
     def _upload(self, image: ProcessedImage, alt: str | None, notes: list[str]) -> str | None:
         """Upload and wait until processed; None with a note if the instance refuses it."""
