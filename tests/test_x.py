@@ -227,3 +227,28 @@ def test_very_wide_image_is_capped_at_8192_px_a_side(tmp_path, fake):
     assert (image.width, image.height) == (8192, 204)
     channel.send(message)
     assert fake.tweets[0].media_ids
+
+
+def test_lost_answer_settled_by_reconcile_after_xs_duplicate_window(project, fake, creds):
+    """Past X's duplicate window a resend would be a second tweet: the next run must find the
+    first on the timeline instead (the engine reconciles an unknown outcome before resending)."""
+    write_brief(project.briefs, "one.md", title="A brief whose answer gets lost for long")
+    project.write_config(channels=f'[channels.x]\ntype = "x"\napi_base = "{fake.url}"\n')
+    env = {name: creds[arg] for name, arg in ENV.items()}
+    fake.lose_next("POST", "/2/tweets")
+    first = project.cli("run", "--once", "--now", "2026-11-28T12:00:00Z", env=env)
+    assert "unknown" in first.stdout, first.stdout + first.stderr
+    fake.clock.advance(fake.duplicate_window + 60)
+    second = project.cli("run", "--once", "--now", "2026-11-30T12:00:00Z", env=env)
+    assert "sent" in second.stdout, second.stdout + second.stderr
+    assert len(fake.tweets) == 1 and len(fake.seen("POST", "/2/tweets")) == 1
+
+
+def test_duplicate_text_is_taken_again_after_the_window(tmp_path, fake):
+    brief = make_brief(tmp_path / "briefs", 1)
+    channel = x_channel(tmp_path, fake)
+    message = channel.render(brief, key_for(brief, channel))
+    channel.send(message)
+    fake.clock.advance(fake.duplicate_window + 1)
+    x_channel(tmp_path, fake).send(message)
+    assert len(fake.tweets) == 2  # why reconcile, not X, must settle a late retry

@@ -39,7 +39,7 @@ from bot.render.post import render_post
 log = logging.getLogger("briefbot.mastodon")
 
 DEFAULT_TOKEN_ENV = "MASTODON_TOKEN"
-NOT_PROCESSED = "not finished processing"
+NOT_PROCESSED = "not finished processing"  # English only; the media state decides otherwise
 ALT_TEXT_MAX = 1500
 RECENT_STATUSES = 40
 _HREF = re.compile(r'href="([^"]*)"')
@@ -184,24 +184,42 @@ class MastodonChannel(Channel):
                          f"({_error_text(response)})")
             return None
         media = response.json()
+        media_id = str(media["id"])
         if response.status_code == 202 or not media.get("url"):
-            self._wait_processed(str(media["id"]))
-        return str(media["id"])
+            failed = self._wait_processed(media_id)
+            if failed:
+                notes.append(f"posted without its image: {self.instance} could not process it "
+                             f"({failed})")
+                return None
+        return media_id
 
-    def _wait_processed(self, media_id: str) -> None:
-        """Poll until the instance has processed the upload, for at most `media_wait` s.
+    def _wait_processed(self, media_id: str) -> str | None:
+        """Poll until the instance has processed the upload, for at most `media_wait` s; the
+        instance's words if processing failed (a 422 on `GET /api/v1/media/:id`), else None.
 
         If it is still not done, the status post below retries the 422 the same bounded way.
         """
         deadline = time.monotonic() + self.media_wait
         delay = self.poll_interval
         while time.monotonic() < deadline:
-            response = self._request("GET", f"/api/v1/media/{media_id}", ok=(206,),
-                                     doing="waiting for the image to be processed")
+            response = self._media_state(media_id)
+            if response.status_code == 422:
+                return _error_text(response)
             if response.status_code == 200 and response.json().get("url"):
-                return
+                return None
             time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
             delay = min(delay * 1.5, 5.0)
+        return None
+
+    def _media_state(self, media_id: str) -> requests.Response:
+        """`GET /api/v1/media/:id`: 200 processed, 206 still processing, 422 failed."""
+        return self._request("GET", f"/api/v1/media/{media_id}", ok=(206, 422),
+                             doing="waiting for the image to be processed")
+
+    def _still_processing(self, media_ids: list[str]) -> bool:
+        """Whether a 422 on the status is Mastodon's "not finished processing": told by the
+        media's state, since the error text is in the account's language."""
+        return any(self._media_state(m).status_code == 206 for m in media_ids)
 
     def _post_status(self, message: Message, media_ids: list[str]) -> dict[str, Any]:
         body: dict[str, Any] = {"status": message.text, "visibility": self.visibility}
@@ -219,7 +237,7 @@ class MastodonChannel(Channel):
             if response.status_code != 422:
                 return response.json()
             text = _error_text(response)
-            if NOT_PROCESSED not in text:
+            if NOT_PROCESSED not in text and not self._still_processing(media_ids):
                 raise PermanentError(f"{self.instance} refused the status: {text}")
             if time.monotonic() >= deadline:
                 raise TransientError(f"{self.instance} is still processing the image after "
