@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from bot.channels import PermanentError, TransientError, load_channel_class
+from bot.channels import PermanentError, TransientError, UnknownOutcome, load_channel_class
 from bot.config import load_settings
 from bot.images import X_MAX_BYTES
 from bot.ledger import DeliveryKey, Ledger
@@ -252,3 +252,26 @@ def test_duplicate_text_is_taken_again_after_the_window(tmp_path, fake):
     fake.clock.advance(fake.duplicate_window + 1)
     x_channel(tmp_path, fake).send(message)
     assert len(fake.tweets) == 2  # why reconcile, not X, must settle a late retry
+
+
+@pytest.mark.parametrize(("status", "kind"), [(500, UnknownOutcome), (502, UnknownOutcome),
+                                              (503, TransientError)])
+def test_server_errors_after_the_post_map_through_the_http_base(tmp_path, fake, status, kind):
+    """One mapping for every web API: a 5xx after the write may have posted (503 says not)."""
+    channel = x_channel(tmp_path, fake)
+    brief = make_brief(tmp_path / "briefs", 1)
+    fake.fail_next(status, path="/2/tweets",
+                   body={"title": "Error", "type": "about:blank", "status": status})
+    with pytest.raises(kind) as caught:
+        channel.send(channel.render(brief, key_for(brief, channel)))
+    assert type(caught.value) is kind and str(status) in str(caught.value)
+
+
+def test_media_outage_is_a_plain_retry_not_an_unknown_outcome(tmp_path, fake, big_png):
+    channel = x_channel(tmp_path, fake)
+    brief = hero_brief(tmp_path, big_png)
+    fake.fail_next(500, path="/2/media/upload", body={"title": "Error", "status": 500})
+    with pytest.raises(TransientError) as caught:
+        channel.send(channel.render(brief, key_for(brief, channel)))
+    assert not isinstance(caught.value, UnknownOutcome)
+    assert fake.seen("POST", "/2/tweets") == []
