@@ -11,8 +11,8 @@ import pytest
 from PIL import Image
 
 from bot.channels import PermanentError, TransientError, UnknownOutcome, load_channel_class
+from bot.channels.x import IMAGES
 from bot.config import load_settings
-from bot.images import X_MAX_BYTES
 from bot.ledger import DeliveryKey, Ledger
 from tests.conftest import ROOT, write_brief
 from tests.contract import key_for, make_brief, make_settings
@@ -20,6 +20,7 @@ from tests.fakes.x_api import FakeX
 from tests.harness_x import ENV, credentials
 
 ALT = "A noisy test pattern standing in for a chart"
+X_MAX_BYTES = IMAGES.max_bytes  # as the X channel declares it
 
 
 @pytest.fixture

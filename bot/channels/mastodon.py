@@ -13,7 +13,7 @@ import html
 import logging
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import requests
@@ -28,11 +28,9 @@ from bot.channels.base import (
 )
 from bot.channels.http import HttpClient, error_for, read_secret
 from bot.channels.options import MastodonOptions
-from bot.images import (
-    MASTODON_DEFAULT_MAX_BYTES,
-    MASTODON_DEFAULT_MAX_PIXELS,
-    ProcessedImage,
-)
+from bot.images import ProcessedImage
+from bot.network import ImageLimits, Network
+from bot.render import fit
 from bot.render.media import with_hero_image
 from bot.render.post import render_post
 
@@ -43,6 +41,23 @@ NOT_PROCESSED = "not finished processing"  # English only; the media state decid
 ALT_TEXT_MAX = 1500
 RECENT_STATUSES = 40
 _HREF = re.compile(r'href="([^"]*)"')
+
+
+def _rules(options: dict[str, Any]) -> fit.NetworkRules:
+    """Mastodon's length: the instance's own limit and link charge, as read into `options`."""
+    return fit.mastodon_rules(int(options.get("max_characters", 500)),
+                              int(options.get("characters_reserved_per_url", fit.URL_LENGTH)))
+
+
+# Stock defaults only (app/models/media_attachment.rb: IMAGE_LIMIT 16 MB, MAX_MATRIX_LIMIT
+# 7680x4320 since 4.4); an instance advertises its own, which replace these at render.
+MASTODON_DEFAULT_MAX_BYTES = 16_000_000
+MASTODON_DEFAULT_MAX_PIXELS = 33_177_600
+STOCK_IMAGES = ImageLimits(max_bytes=MASTODON_DEFAULT_MAX_BYTES,
+                           max_pixels=MASTODON_DEFAULT_MAX_PIXELS,
+                           formats=("image/jpeg", "image/png", "image/gif", "image/webp"))
+NETWORK = Network("mastodon", "Mastodon", "characters", rules=_rules, images=STOCK_IMAGES,
+                  limits_announced=True)
 
 
 @dataclass(frozen=True)
@@ -58,6 +73,7 @@ class InstanceLimits:
 
 class MastodonChannel(Channel):
     type = "mastodon"
+    network = NETWORK
     Options = MastodonOptions
 
     def __init__(self, name, config, settings):
@@ -84,11 +100,11 @@ class MastodonChannel(Channel):
         limits = self.limits()
         options = {**self.options, "max_characters": limits.max_characters,
                    "characters_reserved_per_url": limits.characters_reserved_per_url}
-        message = render_post(brief, key, network="mastodon", settings=self.settings,
+        message = render_post(brief, key, network=NETWORK, settings=self.settings,
                               options=options)
-        return with_hero_image(message, self.settings, brief,
-                               max_bytes=limits.image_size_limit,
-                               max_pixels=limits.image_matrix_limit,
+        images = replace(STOCK_IMAGES, max_bytes=limits.image_size_limit,
+                         max_pixels=limits.image_matrix_limit)
+        return with_hero_image(message, self.settings, brief, images,
                                notes=(limits.warning,) if limits.warning else ())
 
     # -- send -------------------------------------------------------------------------------

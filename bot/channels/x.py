@@ -32,7 +32,8 @@ from bot.channels.base import (
 )
 from bot.channels.http import HttpClient, error_for, json_or_none, read_secret
 from bot.channels.options import XOptions
-from bot.images import X_MAX_BYTES, X_MAX_SIDE
+from bot.network import ImageLimits, Network
+from bot.render import fit
 from bot.render.media import with_hero_image
 from bot.render.post import render_post
 
@@ -50,6 +51,11 @@ CREDENTIALS = {  # option → (default variable, what it holds)
     "access_secret_env": ("X_ACCESS_TOKEN_SECRET", "the account's access token secret"),
 }
 ALT_TEXT_MAX = 1000
+# docs.x.com media best practices: images at most 5 MB and 8192 px a side.
+IMAGES = ImageLimits(max_bytes=5_000_000, max_side=8192,
+                     formats=("image/jpeg", "image/png", "image/webp", "image/gif"))
+NETWORK = Network("x", "X", "weighted characters", rules=lambda options: fit.X,  # twitter-text v3
+                  images=IMAGES)
 RECENT_POSTS = 100  # the most `GET /2/users/:id/tweets` returns at once
 _REFUSALS = tuple(status for status in range(400, 500) if status != 429)  # a media call's own
 
@@ -57,6 +63,7 @@ _REFUSALS = tuple(status for status in range(400, 500) if status != 429)  # a me
 class XChannel(Channel):
     type = "x"
     Options = XOptions
+    network = NETWORK
 
     def __init__(self, name, config, settings):
         super().__init__(name, config, settings)
@@ -70,10 +77,9 @@ class XChannel(Channel):
     # -- render -----------------------------------------------------------------------------
 
     def render(self, brief, key) -> Message:
-        message = render_post(brief, key, network="x", settings=self.settings,
+        message = render_post(brief, key, network=NETWORK, settings=self.settings,
                               options=self.options)
-        return with_hero_image(message, self.settings, brief, max_bytes=X_MAX_BYTES,
-                               max_side=X_MAX_SIDE)
+        return with_hero_image(message, self.settings, brief, IMAGES)
 
     # -- send -------------------------------------------------------------------------------
 
