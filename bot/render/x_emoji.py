@@ -2,8 +2,9 @@ r"""The emoji twitter-text v3 counts as one unit (weight 2), as its own regular 
 
 Copied from twitter-text's Ruby implementation, `rb/lib/twitter-text/emoji_regex.rb`
 (github.com/twitter/twitter-text, Copyright 2018 Twitter, Apache License 2.0; generated there
-from twemoji's list, which ends at Emoji 12). Kept in Ruby's notation, only wrapped, and
-translated on import (`\u{01f468}` to `\U0001f468`, whitespace dropped as Ruby's `x` flag does).
+from an emoji list that ends at Emoji 12: U+1F972, new in 13.0, is not in it). Kept in Ruby's
+notation, only wrapped, and translated on import (`\u{01f468}` to `\U0001f468`, whitespace
+dropped as Ruby's `x` flag does).
 A sequence newer than the list (for example "heart on fire", U+2764 U+FE0F U+200D U+1F525) is
 not one unit for X: twitter-text counts what the list knows inside it (here the heart with its
 VS16 and the fire, 2 each) and weighs the rest per code point (the ZWJ, 1), 5 in all.
