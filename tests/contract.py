@@ -48,6 +48,13 @@ and add `<name>` to `HARNESSES` in `tests/test_contract.py`. The harness object 
             # the far end performs the next post but the client never gets the answer (the
             # connection closes); pytest.skip("why") if the far end cannot do that
 
+    Optional, for a far end whose duplicate protection lasts only a while (Mastodon keeps an
+    Idempotency-Key an hour; X refuses a repeated text only for a time):
+
+        def pass_dedup_window(self) -> None
+            # move the far end's clock past that window (never sleep): from now on it takes
+            # the same message again as a new post
+
 The checks use only this protocol and the `Channel` interface, never adapter internals.
 """
 
@@ -327,6 +334,29 @@ def check_secrets_stay_secret(harness: Harness, caplog: pytest.LogCaptureFixture
         assert not leaks, f"{harness.name}: a secret leaked into: {leaks[0][:300]!r}"
 
 
+def check_reconcile_after_dedup_window(harness: Harness) -> None:
+    """The answer was lost and the retry comes after the far end forgot the first post (its
+    idempotency key or duplicate check expired): the engine reconciles before resending, and
+    reconcile must find the post, because a resend now makes a second one."""
+    forget = getattr(harness, "pass_dedup_window", None)
+    if forget is None or not harness.reconciles:
+        pytest.skip(f"{harness.name}: no time-limited duplicate protection to outlive")
+    channel = harness.channel()
+    message = _render(harness, channel)
+    harness.lose_next_response()
+    with pytest.raises(TransientError):
+        channel.send(message)
+    posted = _posted_with_link(harness, message)
+    assert len(posted) == 1
+    forget()
+    found = harness.channel().reconcile(message)
+    assert found is not None and found.remote_id == posted[0]["id"]
+    assert len(_posted_with_link(harness, message)) == 1
+    # The window is real: past it, a blind resend is taken as a new post.
+    harness.channel().send(message)
+    assert len(_posted_with_link(harness, message)) == 2
+
+
 CHECKS = [
     check_render_and_send,
     check_resend_same_key,
@@ -335,4 +365,5 @@ CHECKS = [
     check_transient_error,
     check_permanent_error,
     check_lost_response,
+    check_reconcile_after_dedup_window,
 ]

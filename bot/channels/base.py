@@ -15,6 +15,7 @@ from bot.message import (  # noqa: F401  (re-exported: adapters import them from
     TransientError,
     UnknownOutcome,
 )
+from bot.network import Network
 
 if TYPE_CHECKING:
     from bot.briefs import Brief
@@ -35,6 +36,9 @@ class Channel:
     #: A brief's message goes to every subscriber, one delivery each: the orchestration fans
     #: it out (`bot.mailing.mail_brief`) instead of calling `send` once.
     fans_out: ClassVar[bool] = False
+    #: The social network this adapter posts to, as data (`bot.network`): its unit, length
+    #: rules, image limits, link card and template. None for email and stand-in channels.
+    network: ClassVar[Network | None] = None
 
     #: The adapter's options as a typed schema, checked before the adapter sees them.
     Options: ClassVar[type[Options]] = AnyOptions

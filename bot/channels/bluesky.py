@@ -35,7 +35,9 @@ from bot.channels.base import (
     TransientError,
 )
 from bot.channels.options import BlueskyOptions
-from bot.images import BLUESKY_MAX_BYTES, ProcessedImage
+from bot.images import ProcessedImage
+from bot.network import EMBED_CARD, ImageLimits, Network
+from bot.render import fit
 from bot.render.media import with_hero_image
 from bot.render.post import render_post
 
@@ -46,6 +48,11 @@ DEFAULT_SERVICE = "https://bsky.social"
 DEFAULT_PASSWORD_ENV = "BLUESKY_APP_PASSWORD"
 TID_ALPHABET = "234567abcdefghijklmnopqrstuvwxyz"
 _TOKEN_ERRORS = {"ExpiredToken", "InvalidToken"}
+# A blob is at most 1,000,000 bytes (app.bsky.embed.images); the post itself 300 graphemes and
+# 3,000 bytes (fit.BLUESKY), and it carries its own link card (an external embed).
+IMAGES = ImageLimits(max_bytes=1_000_000, formats=("image/jpeg", "image/png", "image/webp"))
+NETWORK = Network("bluesky", "Bluesky", "graphemes", rules=lambda options: fit.BLUESKY,
+                  images=IMAGES, link_card=EMBED_CARD)
 
 
 def record_key(key: object) -> str:
@@ -89,6 +96,7 @@ class BlueskyChannel(Channel):
     `embed`, `langs`, plus the post options `hashtags` and `utm`)."""
 
     type = "bluesky"
+    network = NETWORK
     Options = BlueskyOptions
 
     def __init__(self, name, config, settings):
@@ -108,9 +116,9 @@ class BlueskyChannel(Channel):
 
     def render(self, brief: Brief, key) -> Message:
         """The fitted post, with the hero image already re-encoded to Bluesky's blob limit."""
-        message = render_post(brief, key, network="bluesky", settings=self.settings,
+        message = render_post(brief, key, network=NETWORK, settings=self.settings,
                               options=self.options)
-        return with_hero_image(message, self.settings, brief, max_bytes=BLUESKY_MAX_BYTES)
+        return with_hero_image(message, self.settings, brief, IMAGES)
 
     def send(self, message: Message) -> Receipt:
         rkey = record_key(message.key)

@@ -26,6 +26,7 @@ from bot.channels.base import (
     Receipt,
 )
 from bot.channels.http import HttpClient, error_for, json_or_none, read_secret
+from bot.channels.networks import network_of
 from bot.channels.options import WebhookOptions
 from bot.render.post import render_post
 
@@ -44,8 +45,8 @@ class WebhookChannel(Channel):
         self._http: HttpClient | None = None
 
     def render(self, brief, key) -> Message:
-        message = render_post(brief, key, network=self.options.get("network", "generic"),
-                              settings=self.settings, options=self.options)
+        message = render_post(brief, key, network=network_of(self), settings=self.settings,
+                              options=self.options)
         image = brief.image if brief.image and urlsplit(brief.image).scheme in (
             "http", "https") else None
         notes = message.notes
