@@ -7,6 +7,7 @@ from pathlib import Path
 
 from bot.config import load_settings
 from bot.ledger import Ledger
+from bot.subscriber_csv import import_csv
 from bot.subscribers import Subscribers
 from tests.conftest import Project, write_brief
 from tests.smtp_server import SmtpServer
@@ -56,7 +57,7 @@ def add_subscribers(project: Project, count: int, *, start: int = 0) -> list[str
         for n, email in enumerate(emails, start):
             writer.writerow([email, f"Reader {n}" if n % 3 == 0 else ""])
     with subscriber_list(project) as subscribers:
-        report = subscribers.import_csv(path)
+        report = import_csv(subscribers, path)
     assert report.ok and report.added == count, report.summary()
     return emails
 

@@ -250,7 +250,7 @@ def test_fetch_applies_each_report_once_and_leaves_what_it_cannot_read(project, 
     # The reports name their campaign, by the return path or by the Message-ID.
     report = json.loads(fetch(project, mailbox, "--json").stdout)
     assert report["handled"] == [] and len(report["left"]) == 2
-    from bot.bounces import mail_reports
+    from bot.bounce_applying import mail_reports
     from bot.ledger import Ledger
 
     with subscriber_list(project) as subscribers:
@@ -338,7 +338,7 @@ def test_every_sample_of_the_corpus_names_its_recipients_or_is_listed(tmp_path, 
     message is not understood, and never crash."""
     from flufl.bounce import all_failures
 
-    from bot.bounces import Directory, read_message
+    from bot.bounce_reading import Directory, read_message
 
     monkeypatch.setenv("BRIEFBOT_TOKEN_SECRET", SECRET)
     settings = Settings(parse_config({}), tmp_path / "config.toml")
