@@ -5,7 +5,7 @@ ledger and the orchestration all import it and never each other for these names.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -73,8 +73,32 @@ class DeliveryKey:
 
 
 @dataclass(frozen=True)
+class ProcessedImage:
+    """Image bytes ready to upload, plus what was done to them (`bot.images` makes them)."""
+
+    data: bytes
+    mime: str
+    width: int
+    height: int
+    original_size: int
+    resized: bool
+
+
+@dataclass(frozen=True)
+class LinkCard:
+    """What a network's preview of `Message.link` shows: the brief's title and summary."""
+
+    title: str = ""
+    summary: str = ""
+
+
+@dataclass(frozen=True)
 class Message:
-    """One outgoing unit, rendered and ready to send: a post or an email."""
+    """One outgoing unit, rendered and ready to send: a post or an email.
+
+    Every field is the same for every adapter; a plugin that carries data of its own from
+    `render` to `send` subclasses this frozen dataclass with its fields.
+    """
 
     key: DeliveryKey
     kind: str  # "post" or "email"
@@ -88,7 +112,14 @@ class Message:
     length: int | None = None
     limit: int | None = None
     notes: tuple[str, ...] = ()  # what was cut to fit, warnings worth showing in a preview
-    extra: dict[str, Any] = field(default_factory=dict)
+    card: LinkCard | None = None
+    language: str | None = None  # the brief's own BCP 47 tag, over the channel's
+    facets: tuple[dict[str, Any], ...] = ()  # Bluesky's rich-text facets (links, tags)
+    fitted_image: ProcessedImage | None = None  # the hero image fitted to this network
+    # The rendered email before its recipients (a bot.render.mime.PreparedEmail; typed Any so
+    # this leaf imports nothing of ours), and one recipient's Message-ID.
+    prepared_email: Any = None
+    message_id: str | None = None
 
     @property
     def idempotency_key(self) -> str:

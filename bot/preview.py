@@ -173,7 +173,7 @@ class _Builder(EmailCards):
         try:
             message = channel.render(brief, key)
             if message.kind == "email":
-                prepared = message.extra.get("prepared")
+                prepared = message.prepared_email
                 card = Card("email", channel.name, "email", state)
                 card.email = self._email(prepared, "Single-brief email", card.issues,
                                          [brief]) if prepared else None
@@ -194,7 +194,7 @@ class _Builder(EmailCards):
         card = Card("post", channel.name, network, state, text=message.text,
                     length=message.length, limit=message.limit,
                     unit=UNITS.get(network, "characters"))
-        card.segments = _segments(message.text, message.extra.get("facets") or ())
+        card.segments = _segments(message.text, message.facets)
         cuts = [note for note in message.notes if note.startswith(_CUTS)]
         if cuts:
             tags = [note.removeprefix("dropped hashtag ") for note in cuts
@@ -224,7 +224,7 @@ class _Builder(EmailCards):
                     card: Card) -> None:
         if not brief.image:
             return
-        processed = message.extra.get("image")
+        processed = message.fitted_image
         warning = next((n for n in message.notes if n.startswith(_MISSING_IMAGE)), None)
         stand_in = channel.type not in POST_NETWORKS and network in IMAGE_LIMITS
         limit = IMAGE_LIMITS.get(network) if channel.type not in ("mastodon",) else None
@@ -284,8 +284,8 @@ class _Builder(EmailCards):
                    image: Picture | None) -> LinkCard | None:
         if not message.link or network not in POST_NETWORKS:
             return None
-        title = str(message.extra.get("title") or "")
-        summary = str(message.extra.get("summary") or "")
+        title = message.card.title if message.card else ""
+        summary = message.card.summary if message.card else ""
         domain = urlsplit(message.link).hostname or message.link
         if network == "bluesky":
             embed = str(channel.options.get("embed") or "auto")

@@ -55,8 +55,8 @@ class WebhookChannel(Channel):
 
     def payload(self, message: Message) -> dict[str, Any]:
         """The JSON body for this channel's shape."""
-        title = str(message.extra.get("title") or "")
-        summary = str(message.extra.get("summary") or "")
+        title = message.card.title if message.card else ""
+        summary = message.card.summary if message.card else ""
         if self.shape == "slack":
             blocks: list[dict[str, Any]] = [{"type": "section", "text": {
                 "type": "mrkdwn", "text": _slack_escape(message.text)}}]

@@ -101,7 +101,7 @@ class XChannel(Channel):
         client = self._connect()
         notes = list(message.notes)
         media_ids = []
-        image: ProcessedImage | None = message.extra.get("image")
+        image: ProcessedImage | None = message.fitted_image
         if image is not None:
             media_id = self._upload(image, message.image_alt, notes)
             if media_id:

@@ -54,12 +54,12 @@ def prepare_image(
 def with_hero_image(message: Message, settings: Settings, brief: Brief, *, max_bytes: int,
                     max_pixels: int | None = None, max_side: int | None = None,
                     notes: tuple[str, ...] = ()) -> Message:
-    """`message` with the brief's hero image fitted to a network (`extra["image"]`), and a
+    """`message` with the brief's hero image fitted to a network (`fitted_image`), and a
     warning among its notes when the image had to be left out."""
     image, warning = prepare_image(settings, brief, max_bytes=max_bytes, max_pixels=max_pixels,
                                    max_side=max_side)
     notes = message.notes + notes + ((warning,) if warning else ())
-    return replace(message, extra={**message.extra, "image": image}, notes=notes)
+    return replace(message, fitted_image=image, notes=notes)
 
 
 class ImageMemo:

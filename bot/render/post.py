@@ -9,7 +9,7 @@ import regex
 
 from bot.briefs import Brief, Problem
 from bot.config import Settings
-from bot.message import DeliveryKey, Message
+from bot.message import DeliveryKey, LinkCard, Message
 from bot.render import fit
 from bot.render.counting import linked_part
 from bot.render.templates import template_env
@@ -95,8 +95,9 @@ def render_post(brief: Brief, key: DeliveryKey, *, network: str, settings: Setti
         length=fitted.length,
         limit=fitted.limit,
         notes=tuple(fitted.cut),
-        extra={"facets": fitted.facets, "language": brief_language(brief),
-               "title": brief.title, "summary": brief.summary, "brief_path": str(brief.path)},
+        card=LinkCard(title=brief.title or "", summary=brief.summary or ""),
+        language=brief_language(brief),
+        facets=fitted.facets,
     )
 
 
