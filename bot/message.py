@@ -72,6 +72,28 @@ class DeliveryKey:
         return cls(*parts)
 
 
+class NoteKind(StrEnum):
+    """What a note on a message is about, so a preview can group and place it."""
+
+    HASHTAG_DROPPED = "hashtag-dropped"  # `subject` is the hashtag
+    CUT = "cut"  # other text shortened or dropped to fit the network's limit
+    IMAGE_LEFT_OUT = "image-left-out"  # the hero image could not go with the post
+    WARNING = "warning"  # anything else worth a look before it goes out
+
+
+@dataclass(frozen=True)
+class Note:
+    """Something worth showing with a message before it is sent: what was cut, a warning."""
+
+    kind: NoteKind
+    text: str  # says it all on its own, for logs, receipts and `run --dry-run`
+    severity: str = "warning"  # or "error"
+    subject: str | None = None
+
+    def __str__(self) -> str:
+        return self.text
+
+
 @dataclass(frozen=True)
 class ProcessedImage:
     """Image bytes ready to upload, plus what was done to them (`bot.images` makes them)."""
@@ -111,7 +133,7 @@ class Message:
     raw: bytes | None = None  # a complete RFC 5322 message, for email
     length: int | None = None
     limit: int | None = None
-    notes: tuple[str, ...] = ()  # what was cut to fit, warnings worth showing in a preview
+    notes: tuple[Note, ...] = ()  # what was cut to fit, warnings worth showing in a preview
     card: LinkCard | None = None
     language: str | None = None  # the brief's own BCP 47 tag, over the channel's
     facets: tuple[dict[str, Any], ...] = ()  # Bluesky's rich-text facets (links, tags)

@@ -58,7 +58,7 @@ from bot.images import (
     ProcessedImage,
 )
 from bot.ledger import Ledger
-from bot.message import DeliveryKey
+from bot.message import DeliveryKey, NoteKind
 from bot.plan import Plan, Step, make_plan, open_for_planning, plan_digest
 from bot.preview_email import (  # noqa: F401  (re-exported)
     SAMPLE_RECIPIENT,
@@ -75,9 +75,7 @@ UNITS = {"x": "weighted characters", "bluesky": "graphemes", "mastodon": "charac
 IMAGE_LIMITS = {"x": X_MAX_BYTES, "bluesky": BLUESKY_MAX_BYTES,
                 "mastodon": MASTODON_DEFAULT_MAX_BYTES}
 BLUESKY_MAX_TEXT_BYTES = 3000
-# A brief's states on one channel, most urgent first: a brief shows the first of its channels'.
-_MISSING_IMAGE = "hero image left out:"
-_CUTS = ("dropped hashtag ", "dropped extra text", "shortened title", "dropped title")
+_CUTS = (NoteKind.HASHTAG_DROPPED, NoteKind.CUT)
 
 
 # -- building ------------------------------------------------------------------------------------
@@ -138,13 +136,12 @@ class _Builder(EmailCards):
         draft = (brief.status or "").lower() not in self.statuses
         if draft and not self.include_drafts:
             return None
-        blockers = [b for b in brief.blockers(self.statuses) if not b.startswith("status is")]
         issues: list[Issue] = []
         if draft:
             issues.append(Issue("warning", f"Draft: status is {brief.status or 'missing'!r}, "
                                 f"so it is never published; set `status: {self.statuses[0]}` "
                                 "when it is ready"))
-        elif blockers:
+        elif blockers := brief.blockers(self.statuses):  # a draft's only blocker is its status
             issues.append(Issue("error", "Blocked: will not be published until fixed: "
                                 + "; ".join(blockers)))
         for problem in (*brief.problems, *filter(None, [link_problem(brief)])):
@@ -195,17 +192,17 @@ class _Builder(EmailCards):
                     length=message.length, limit=message.limit,
                     unit=UNITS.get(network, "characters"))
         card.segments = _segments(message.text, message.facets)
-        cuts = [note for note in message.notes if note.startswith(_CUTS)]
+        cuts = [note for note in message.notes if note.kind in _CUTS]
         if cuts:
-            tags = [note.removeprefix("dropped hashtag ") for note in cuts
-                    if note.startswith("dropped hashtag ")]
-            rest = [note for note in cuts if not note.startswith("dropped hashtag ")]
+            tags = [note.subject or "" for note in cuts
+                    if note.kind is NoteKind.HASHTAG_DROPPED]
+            rest = [note.text for note in cuts if note.kind is NoteKind.CUT]
             parts = ([f"dropped hashtag{'s' if len(tags) > 1 else ''} {' '.join(tags)}"]
                      if tags else []) + rest
             card.issues.append(Issue("warning", f"cut to fit {message.limit} {card.unit}: "
                                      + "; ".join(parts)))
-        card.issues.extend(Issue("warning", redact(note)) for note in message.notes
-                           if note not in cuts)
+        card.issues.extend(Issue(note.severity, redact(note.text)) for note in message.notes
+                           if note.kind not in _CUTS)
         if message.length is not None and message.limit is not None and (
             message.length > message.limit
         ):
@@ -225,7 +222,8 @@ class _Builder(EmailCards):
         if not brief.image:
             return
         processed = message.fitted_image
-        warning = next((n for n in message.notes if n.startswith(_MISSING_IMAGE)), None)
+        warning = next((n.text for n in message.notes if n.kind is NoteKind.IMAGE_LEFT_OUT),
+                       None)
         stand_in = channel.type not in POST_NETWORKS and network in IMAGE_LIMITS
         limit = IMAGE_LIMITS.get(network) if channel.type not in ("mastodon",) else None
         how = "as uploaded"

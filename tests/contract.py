@@ -295,7 +295,7 @@ def check_secrets_stay_secret(harness: Harness, caplog: pytest.LogCaptureFixture
     texts: list[str] = []
     channel = harness.channel()
     message = _render(harness, channel)
-    texts += [message.text, message.link or "", *message.notes]
+    texts += [message.text, message.link or "", *(note.text for note in message.notes)]
     texts.append(repr(channel.send(message)))
 
     def attempt(kind: str) -> None:

@@ -291,7 +291,7 @@ def test_hero_image_that_404s_posts_the_card_without_thumbnail(account: Account,
     # The stale image's server is on loopback, which only an explicit allow-list may reach.
     channel = account.channel(images={"allow_hosts": [http_404.removeprefix("http://")]})
     message = channel.render(brief, key(brief))
-    assert any("404" in note for note in message.notes)  # a preview shows it before sending
+    assert any("404" in note.text for note in message.notes)  # a preview shows it before sending
 
     receipt = channel.send(message)
 

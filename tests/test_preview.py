@@ -386,6 +386,9 @@ def test_problems_are_flagged_on_the_card_they_concern_and_text_is_escaped(
     for channel in POSTING:
         card = posts[channel]
         assert any("shortened title" in p for p in card["problems"]), card["problems"]
+        # One banner says all that was cut, the dropped hashtags named together.
+        cut = [p for p in card["problems"] if "cut to fit" in p]
+        assert len(cut) == 1 and "dropped hashtags #" in cut[0], card["problems"]
         assert card["length"] <= card["limit"]
         assert card["images"] and card["images"][0]["loaded"]
     # 8 MB is over X's 5 MB and Bluesky's 1 MB: flagged, and shown as it will be uploaded.

@@ -140,7 +140,7 @@ def test_broken_image_posts_text_alone_with_a_note(tmp_path, fake):
     brief = make_brief(tmp_path / "briefs", 1, image="missing.png")
     message = channel.render(brief, key_for(brief, channel))
     assert message.fitted_image is None
-    assert any("missing.png" in note and "hero image left out" in note
+    assert any("missing.png" in note.text and "hero image left out" in note.text
                for note in message.notes)
     receipt = channel.send(message)
     assert fake.seen("POST", "/2/media/upload") == []

@@ -144,7 +144,7 @@ class BlueskyChannel(Channel):
             raise self._refused(error) from None
         log.info("bluesky %s: posted %s", self.name, answer.get("uri"))
         return Receipt(remote_id=answer["uri"], url=self._public_url(rkey), sent_at=created_at,
-                       note="; ".join([*message.notes, *notes]) or None)
+                       note="; ".join([*(n.text for n in message.notes), *notes]) or None)
 
     def reconcile(self, message: Message) -> Receipt | None:
         """Look the delivery's record key up: found → it went out; RecordNotFound → it did not."""

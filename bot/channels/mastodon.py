@@ -94,7 +94,7 @@ class MastodonChannel(Channel):
     # -- send -------------------------------------------------------------------------------
 
     def send(self, message: Message) -> Receipt:
-        notes = list(message.notes)
+        notes = [note.text for note in message.notes]
         media_ids = []
         image: ProcessedImage | None = message.fitted_image
         if image is not None:

@@ -27,6 +27,7 @@ from bot.channels.base import (
 )
 from bot.channels.http import HttpClient, error_for, json_or_none, read_secret
 from bot.channels.options import WebhookOptions
+from bot.message import Note, NoteKind
 from bot.render.post import render_post
 
 
@@ -50,7 +51,8 @@ class WebhookChannel(Channel):
             "http", "https") else None
         notes = message.notes
         if brief.image and not image:
-            notes += ("the hero image is a local file; webhooks carry only image URLs",)
+            notes += (Note(NoteKind.WARNING,
+                           "the hero image is a local file; webhooks carry only image URLs"),)
         return replace(message, image=image, notes=notes)
 
     def payload(self, message: Message) -> dict[str, Any]:

@@ -99,7 +99,7 @@ class XChannel(Channel):
 
     def send(self, message: Message) -> Receipt:
         client = self._connect()
-        notes = list(message.notes)
+        notes = [note.text for note in message.notes]
         media_ids = []
         image: ProcessedImage | None = message.fitted_image
         if image is not None:

@@ -24,7 +24,7 @@ from PIL import Image
 from bot.briefs import Brief
 from bot.config import Settings
 from bot.images import ImageError, ProcessedImage, fit_image, load_image
-from bot.message import Message
+from bot.message import Message, Note, NoteKind
 
 _UNLIMITED = 1 << 62
 T = TypeVar("T")
@@ -54,12 +54,14 @@ def prepare_image(
 def with_hero_image(message: Message, settings: Settings, brief: Brief, *, max_bytes: int,
                     max_pixels: int | None = None, max_side: int | None = None,
                     notes: tuple[str, ...] = ()) -> Message:
-    """`message` with the brief's hero image fitted to a network (`fitted_image`), and a
-    warning among its notes when the image had to be left out."""
+    """`message` with the brief's hero image fitted to a network (`fitted_image`), the
+    adapter's own warnings (`notes`, as text) and a note when the image had to be left out."""
     image, warning = prepare_image(settings, brief, max_bytes=max_bytes, max_pixels=max_pixels,
                                    max_side=max_side)
-    notes = message.notes + notes + ((warning,) if warning else ())
-    return replace(message, fitted_image=image, notes=notes)
+    added = [Note(NoteKind.WARNING, note) for note in notes]
+    if warning:
+        added.append(Note(NoteKind.IMAGE_LEFT_OUT, warning))
+    return replace(message, fitted_image=image, notes=(*message.notes, *added))
 
 
 class ImageMemo:

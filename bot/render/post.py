@@ -94,7 +94,7 @@ def render_post(brief: Brief, key: DeliveryKey, *, network: str, settings: Setti
         image_alt=brief.image_alt,
         length=fitted.length,
         limit=fitted.limit,
-        notes=tuple(fitted.cut),
+        notes=fitted.notes,
         card=LinkCard(title=brief.title or "", summary=brief.summary or ""),
         language=brief_language(brief),
         facets=fitted.facets,
