@@ -466,7 +466,7 @@ def test_with_a_return_path_soft_bounces_add_up_across_campaigns(project, mailbo
     """Through a relay every message is accepted; that acceptance says nothing of the mailbox,
     so it no longer wipes the soft bounces that reports brought in. Three campaigns that
     soft-bounced mark the address bounced (email.soft_bounces = 3)."""
-    from tests.conftest import write_brief
+    from tests.briefs_factory import write_brief
 
     sent = {PERIOD: sent_digest(project)}
     r2 = "reader00002@example.net"

@@ -13,7 +13,7 @@ from PIL import Image
 from bot.channels import PermanentError, TransientError, load_channel_class
 from bot.config import ConfigError, load_settings
 from bot.ledger import DeliveryKey, Ledger
-from tests.conftest import write_brief
+from tests.briefs_factory import write_brief
 from tests.contract import key_for, make_brief, make_settings
 from tests.fakes.mastodon_api import NOT_PROCESSED, FakeMastodon
 

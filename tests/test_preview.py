@@ -32,8 +32,9 @@ from bot.cli import parse_now
 from bot.config import load_settings
 from bot.ledger import DeliveryKey, Ledger
 from bot.preview import GMAIL_CLIP_BYTES, human_bytes
+from tests.briefs_factory import write_brief
 from tests.chromium import Page, chromium
-from tests.conftest import ROOT, SAMPLE, write_brief
+from tests.conftest import ROOT, SAMPLE
 from tests.fakes.mastodon_api import FakeMastodon
 
 NOW = "2026-11-30T09:00:00Z"  # a Monday: the digest covers 2026-W48, the seeds' week

@@ -14,7 +14,8 @@ from bot.channels import PermanentError, TransientError, load_channel_class
 from bot.config import load_settings
 from bot.images import X_MAX_BYTES
 from bot.ledger import DeliveryKey, Ledger
-from tests.conftest import ROOT, write_brief
+from tests.briefs_factory import write_brief
+from tests.conftest import ROOT
 from tests.contract import key_for, make_brief, make_settings
 from tests.fakes.x_api import FakeX
 from tests.harness_x import ENV, credentials
