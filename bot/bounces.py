@@ -30,6 +30,7 @@ from bot.subscribers import Subscribers
 
 log = logging.getLogger("briefbot.bounces")
 
+
 @dataclass
 class Handled:
     uid: int
