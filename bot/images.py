@@ -13,7 +13,6 @@ import os
 import stat
 import tempfile
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -26,6 +25,7 @@ from bot.image_fetch import (  # noqa: F401  (re-exported: callers import these 
     _too_big,
     redact_userinfo,
 )
+from bot.message import ProcessedImage  # noqa: F401  (re-exported: channels import it here)
 from bot.netguard import AllowEntry, AllowList
 
 # Largest image (by its header) we accept at all. Pillow's default guard (~89 MP) rejects
@@ -55,18 +55,6 @@ _TRANSPOSE = {
     7: Image.Transpose.TRANSVERSE,
     8: Image.Transpose.ROTATE_90,
 }
-
-
-@dataclass(frozen=True)
-class ProcessedImage:
-    """Image bytes ready to upload, plus what was done to them."""
-
-    data: bytes
-    mime: str
-    width: int
-    height: int
-    original_size: int
-    resized: bool
 
 
 def load_image(

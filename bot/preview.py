@@ -51,7 +51,7 @@ from bot.gallery import (  # noqa: F401  (CSP, GMAIL_CLIP_BYTES: re-exported)
 )
 from bot.images import ImageError, ProcessedImage
 from bot.ledger import Ledger
-from bot.message import DeliveryKey
+from bot.message import DeliveryKey, NoteKind
 from bot.network import EMBED_CARD, NO_CARD, Network
 from bot.plan import Plan, Step, make_plan, open_for_planning, plan_digest
 from bot.preview_email import (  # noqa: F401  (re-exported)
@@ -64,8 +64,7 @@ from bot.render.media import ImageMemo, images_once, prepare_for
 from bot.render.post import link_problem
 
 # A brief's states on one channel, most urgent first: a brief shows the first of its channels'.
-_MISSING_IMAGE = "hero image left out:"
-_CUTS = ("dropped hashtag ", "dropped extra text", "shortened title", "dropped title")
+_CUTS = (NoteKind.HASHTAG_DROPPED, NoteKind.CUT)
 
 
 # -- building ------------------------------------------------------------------------------------
@@ -126,13 +125,12 @@ class _Builder(EmailCards):
         draft = (brief.status or "").lower() not in self.statuses
         if draft and not self.include_drafts:
             return None
-        blockers = [b for b in brief.blockers(self.statuses) if not b.startswith("status is")]
         issues: list[Issue] = []
         if draft:
             issues.append(Issue("warning", f"Draft: status is {brief.status or 'missing'!r}, "
                                 f"so it is never published; set `status: {self.statuses[0]}` "
                                 "when it is ready"))
-        elif blockers:
+        elif blockers := brief.blockers(self.statuses):  # a draft's only blocker is its status
             issues.append(Issue("error", "Blocked: will not be published until fixed: "
                                 + "; ".join(blockers)))
         for problem in (*brief.problems, *filter(None, [link_problem(brief)])):
@@ -162,7 +160,7 @@ class _Builder(EmailCards):
         try:
             message = channel.render(brief, key)
             if message.kind == "email":
-                prepared = message.extra.get("prepared")
+                prepared = message.prepared_email
                 card = Card("email", channel.name, "email", state)
                 card.email = self._email(prepared, "Single-brief email", card.issues,
                                          [brief]) if prepared else None
@@ -183,18 +181,18 @@ class _Builder(EmailCards):
         card = Card("post", channel.name, network.name, state, text=message.text,
                     length=message.length, limit=message.limit, unit=network.unit,
                     network_title=network.title)
-        card.segments = _segments(message.text, message.extra.get("facets") or ())
-        cuts = [note for note in message.notes if note.startswith(_CUTS)]
+        card.segments = _segments(message.text, message.facets)
+        cuts = [note for note in message.notes if note.kind in _CUTS]
         if cuts:
-            tags = [note.removeprefix("dropped hashtag ") for note in cuts
-                    if note.startswith("dropped hashtag ")]
-            rest = [note for note in cuts if not note.startswith("dropped hashtag ")]
+            tags = [note.subject or "" for note in cuts
+                    if note.kind is NoteKind.HASHTAG_DROPPED]
+            rest = [note.text for note in cuts if note.kind is NoteKind.CUT]
             parts = ([f"dropped hashtag{'s' if len(tags) > 1 else ''} {' '.join(tags)}"]
                      if tags else []) + rest
             card.issues.append(Issue("warning", f"cut to fit {message.limit} {card.unit}: "
                                      + "; ".join(parts)))
-        card.issues.extend(Issue("warning", redact(note)) for note in message.notes
-                           if note not in cuts)
+        card.issues.extend(Issue(note.severity, redact(note.text)) for note in message.notes
+                           if note.kind not in _CUTS)
         if message.length is not None and message.limit is not None and (
             message.length > message.limit
         ):
@@ -214,8 +212,9 @@ class _Builder(EmailCards):
                     card: Card) -> None:
         if not brief.image:
             return
-        processed = message.extra.get("image")
-        warning = next((n for n in message.notes if n.startswith(_MISSING_IMAGE)), None)
+        processed = message.fitted_image
+        warning = next((n.text for n in message.notes if n.kind is NoteKind.IMAGE_LEFT_OUT),
+                       None)
         stand_in = channel.network is None and network.images is not None
         # The declared byte limit, unless the adapter fitted the image to the limits the
         # service announced (a Mastodon instance's own).
@@ -276,8 +275,8 @@ class _Builder(EmailCards):
                    image: Picture | None) -> LinkCard | None:
         if not message.link or network.link_card == NO_CARD:
             return None
-        title = str(message.extra.get("title") or "")
-        summary = str(message.extra.get("summary") or "")
+        title = message.card.title if message.card else ""
+        summary = message.card.summary if message.card else ""
         domain = urlsplit(message.link).hostname or message.link
         if network.link_card == EMBED_CARD:
             embed = str(channel.options.get("embed") or "auto")

@@ -64,11 +64,10 @@ import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol
-from zoneinfo import ZoneInfo
 
 import pytest
 
-from bot.briefs import Brief, BriefReader
+from bot.briefs import Brief
 from bot.channels import (
     CannotReconcile,
     Channel,
@@ -80,6 +79,7 @@ from bot.channels import (
 )
 from bot.config import Settings, parse_config
 from bot.ledger import DeliveryKey
+from tests.briefs_factory import publishable, write_brief
 
 
 class Harness(Protocol):
@@ -115,21 +115,11 @@ def make_settings(root: Path, channels: dict[str, dict[str, Any]],
 def make_brief(folder: Path, number: int, *, image: str | None = None,
                image_alt: str = "A chart of the results", host: str = "example.org") -> Brief:
     """Write and read a publishable brief; `image` is a path relative to `folder` or a URL."""
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"contract-{number}.md"
-    hero = f"image: {image}\nimage_alt: {image_alt!r}\n" if image else ""
-    path.write_text(
-        f"---\nid: contract-{number}\ntitle: 'Contract brief number {number} about a result'\n"
-        f"status: published\npublished_at: 2026-11-20T09:00:00Z\n"
-        f"source_url: https://{host}/news/contract-{number}\ncategory: Research\n"
-        f"tags: [evaluation]\n{hero}---\n\n"
-        "## WHAT HAPPENED\nSomething happened. It matters.\n",
-        encoding="utf-8",
-    )
-    brief, problems = BriefReader(tz=ZoneInfo("UTC")).read(path)
-    assert brief is not None, problems
-    assert brief.is_publishable(["published"]), brief.blockers(["published"])
-    return brief
+    path = write_brief(folder, f"contract-{number}.md",
+                       title=f"Contract brief number {number} about a result",
+                       url=f"https://{host}/news/contract-{number}", id=f"contract-{number}",
+                       tags=["evaluation"], image=image, image_alt=image_alt if image else None)
+    return publishable(path, tz="UTC")
 
 
 def small_png(path: Path, size: tuple[int, int] = (64, 48)) -> Path:
@@ -302,7 +292,7 @@ def check_secrets_stay_secret(harness: Harness, caplog: pytest.LogCaptureFixture
     texts: list[str] = []
     channel = harness.channel()
     message = _render(harness, channel)
-    texts += [message.text, message.link or "", *message.notes]
+    texts += [message.text, message.link or "", *(note.text for note in message.notes)]
     texts.append(repr(channel.send(message)))
 
     def attempt(kind: str) -> None:

@@ -13,7 +13,7 @@ from PIL import Image
 from bot.channels import PermanentError, TransientError, load_channel_class
 from bot.config import ConfigError, load_settings
 from bot.ledger import DeliveryKey, Ledger
-from tests.conftest import write_brief
+from tests.briefs_factory import write_brief
 from tests.contract import key_for, make_brief, make_settings
 from tests.fakes.mastodon_api import NOT_PROCESSED, FakeMastodon
 
@@ -154,7 +154,7 @@ def test_unreachable_instance_renders_to_defaults_with_a_note(tmp_path, fake):
     brief = make_brief(tmp_path / "briefs", 1)
     message = channel.render(brief, key_for(brief, channel))
     assert message.limit == 500
-    assert any("could not read the limits" in note for note in message.notes)
+    assert any("could not read the limits" in note.text for note in message.notes)
     with pytest.raises(TransientError, match="did not answer"):
         channel.send(message)
 

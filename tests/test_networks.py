@@ -15,7 +15,8 @@ from bot.channels import declared_network, load_channel_class, network_of
 from bot.config import load_settings
 from bot.preview import build_gallery
 from bot.terminal import parse_now
-from tests.conftest import ROOT, write_brief
+from tests.briefs_factory import write_brief
+from tests.conftest import ROOT
 from tests.contract import key_for, make_brief, make_settings
 
 NOW = "2026-11-28T12:00:00Z"
@@ -35,7 +36,7 @@ def test_a_network_briefbot_does_not_know_renders_by_its_own_declaration(tmp_pat
     message = channel.render(brief, key_for(brief, channel))
     assert message.limit == 60 and message.length == short_length(message.text) <= 60
     assert brief.source_url and brief.source_url in message.text.split()
-    image = message.extra["image"]
+    image = message.fitted_image
     # Its image limits: 400 px a side, and JPEG only, so the transparent PNG is flattened.
     assert max(image.width, image.height) <= 400 and image.mime == "image/jpeg"
     assert len(image.data) <= 200_000

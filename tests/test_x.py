@@ -14,7 +14,8 @@ from bot.channels import PermanentError, TransientError, UnknownOutcome, load_ch
 from bot.channels.x import IMAGES
 from bot.config import load_settings
 from bot.ledger import DeliveryKey, Ledger
-from tests.conftest import ROOT, write_brief
+from tests.briefs_factory import write_brief
+from tests.conftest import ROOT
 from tests.contract import key_for, make_brief, make_settings
 from tests.fakes.x_api import FakeX
 from tests.harness_x import ENV, credentials
@@ -140,8 +141,8 @@ def test_broken_image_posts_text_alone_with_a_note(tmp_path, fake):
     channel = x_channel(tmp_path, fake)
     brief = make_brief(tmp_path / "briefs", 1, image="missing.png")
     message = channel.render(brief, key_for(brief, channel))
-    assert message.extra["image"] is None
-    assert any("missing.png" in note and "hero image left out" in note
+    assert message.fitted_image is None
+    assert any("missing.png" in note.text and "hero image left out" in note.text
                for note in message.notes)
     receipt = channel.send(message)
     assert fake.seen("POST", "/2/media/upload") == []
@@ -224,7 +225,7 @@ def test_very_wide_image_is_capped_at_8192_px_a_side(tmp_path, fake):
     brief = make_brief(folder, 1, image="wide.png", image_alt=ALT)
     channel = x_channel(tmp_path, fake)
     message = channel.render(brief, key_for(brief, channel))
-    image = message.extra["image"]
+    image = message.fitted_image
     assert (image.width, image.height) == (8192, 204)
     channel.send(message)
     assert fake.tweets[0].media_ids

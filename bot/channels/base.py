@@ -76,7 +76,7 @@ class Channel:
         adapter that posts an email as a message of its own (the outbox) needs nothing more;
         SMTP sends the bytes as they are."""
         receipt = self.send(Message(key=key, kind="email", text="", raw=data,
-                                    extra={"message_id": message_id}))
+                                    message_id=message_id))
         return Receipt(remote_id=message_id, url=receipt.url, note=receipt.remote_id)
 
     def reconcile(self, message: Message) -> Receipt | None:

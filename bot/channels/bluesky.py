@@ -131,9 +131,9 @@ class BlueskyChannel(Channel):
                 "text": message.text,
                 "createdAt": created_at.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
             }
-            if message.extra.get("facets"):
-                record["facets"] = list(message.extra["facets"])
-            langs = [message.extra["language"]] if message.extra.get("language") else self.langs
+            if message.facets:
+                record["facets"] = list(message.facets)
+            langs = [message.language] if message.language else self.langs
             if langs:
                 record["langs"] = langs
             if embed:
@@ -152,7 +152,7 @@ class BlueskyChannel(Channel):
             raise self._refused(error) from None
         log.info("bluesky %s: posted %s", self.name, answer.get("uri"))
         return Receipt(remote_id=answer["uri"], url=self._public_url(rkey), sent_at=created_at,
-                       note="; ".join([*message.notes, *notes]) or None)
+                       note="; ".join([*(n.text for n in message.notes), *notes]) or None)
 
     def reconcile(self, message: Message) -> Receipt | None:
         """Look the delivery's record key up: found → it went out; RecordNotFound → it did not."""
@@ -181,7 +181,7 @@ class BlueskyChannel(Channel):
         Like a broken image file, an image the PDS refuses never blocks the post.
         """
         notes: list[str] = []
-        image: ProcessedImage | None = message.extra.get("image")
+        image: ProcessedImage | None = message.fitted_image
         blob = None
         if image is not None and (self.embed != "card" or message.link):
             try:
@@ -200,8 +200,8 @@ class BlueskyChannel(Channel):
         external: dict[str, Any] = {
             "uri": message.link,
             # The brief's title and summary, cleaned by the reader.
-            "title": message.extra.get("title") or "",
-            "description": message.extra.get("summary") or "",
+            "title": message.card.title if message.card else "",
+            "description": message.card.summary if message.card else "",
         }
         if blob is not None:
             external["thumb"] = blob

@@ -110,9 +110,9 @@ class MastodonChannel(Channel):
     # -- send -------------------------------------------------------------------------------
 
     def send(self, message: Message) -> Receipt:
-        notes = list(message.notes)
+        notes = [note.text for note in message.notes]
         media_ids = []
-        image: ProcessedImage | None = message.extra.get("image")
+        image: ProcessedImage | None = message.fitted_image
         if image is not None:
             media_id = self._upload(image, message.image_alt, notes)
             if media_id:
@@ -241,7 +241,7 @@ class MastodonChannel(Channel):
         body: dict[str, Any] = {"status": message.text, "visibility": self.visibility}
         if media_ids:
             body["media_ids"] = media_ids
-        language = message.extra.get("language") or self.options.get("language")
+        language = message.language or self.options.get("language")
         if language:
             body["language"] = str(language)
         headers = {"Idempotency-Key": message.idempotency_key}

@@ -70,7 +70,7 @@ class OutboxChannel(Channel):
                     "image_alt": message.image_alt,
                     "length": message.length,
                     "limit": message.limit,
-                    "notes": list(message.notes),
+                    "notes": [note.text for note in message.notes],
                     "idempotency_key": message.idempotency_key,
                 },
                 ensure_ascii=False,

@@ -78,7 +78,7 @@ class TelegramChannel(Channel):
 
     def send(self, message: Message) -> Receipt:
         text = html.escape(message.text, quote=False)
-        image = message.extra.get("image")
+        image = message.fitted_image
         if image is not None and telegram_length(message.text) <= CAPTION_MAX:
             extension = image.mime.split("/")[-1].replace("jpeg", "jpg")
             answer = self._call("sendPhoto", doing="posting the photo", data={

@@ -28,6 +28,7 @@ from bot.channels.base import (
 from bot.channels.http import HttpClient, error_for, json_or_none, read_secret
 from bot.channels.networks import network_of
 from bot.channels.options import WebhookOptions
+from bot.message import Note, NoteKind
 from bot.render.post import render_post
 
 
@@ -51,13 +52,14 @@ class WebhookChannel(Channel):
             "http", "https") else None
         notes = message.notes
         if brief.image and not image:
-            notes += ("the hero image is a local file; webhooks carry only image URLs",)
+            notes += (Note(NoteKind.WARNING,
+                           "the hero image is a local file; webhooks carry only image URLs"),)
         return replace(message, image=image, notes=notes)
 
     def payload(self, message: Message) -> dict[str, Any]:
         """The JSON body for this channel's shape."""
-        title = str(message.extra.get("title") or "")
-        summary = str(message.extra.get("summary") or "")
+        title = message.card.title if message.card else ""
+        summary = message.card.summary if message.card else ""
         if self.shape == "slack":
             blocks: list[dict[str, Any]] = [{"type": "section", "text": {
                 "type": "mrkdwn", "text": _slack_escape(message.text)}}]

@@ -85,9 +85,9 @@ class XChannel(Channel):
 
     def send(self, message: Message) -> Receipt:
         self._connect()
-        notes = list(message.notes)
+        notes = [note.text for note in message.notes]
         body: dict[str, Any] = {"text": message.text}
-        image: ProcessedImage | None = message.extra.get("image")
+        image: ProcessedImage | None = message.fitted_image
         if image is not None:
             media_id = self._upload(image, message.image_alt, notes)
             if media_id:

@@ -24,7 +24,7 @@ from PIL import Image
 from bot.briefs import Brief
 from bot.config import Settings
 from bot.images import ImageError, ProcessedImage, fit_image, load_image
-from bot.message import Message
+from bot.message import Message, Note, NoteKind
 from bot.network import ImageLimits
 
 _UNLIMITED = 1 << 62
@@ -64,10 +64,13 @@ def prepare_for(settings: Settings, brief: Brief,
 def with_hero_image(message: Message, settings: Settings, brief: Brief, limits: ImageLimits, *,
                     notes: tuple[str, ...] = ()) -> Message:
     """`message` with the brief's hero image fitted to a network's declared limits
-    (`extra["image"]`), and a warning among its notes when the image had to be left out."""
+    (`fitted_image`), the adapter's own warnings (`notes`, as text) and a note when the image
+    had to be left out."""
     image, warning = prepare_for(settings, brief, limits)
-    notes = message.notes + notes + ((warning,) if warning else ())
-    return replace(message, extra={**message.extra, "image": image}, notes=notes)
+    added = [Note(NoteKind.WARNING, note) for note in notes]
+    if warning:
+        added.append(Note(NoteKind.IMAGE_LEFT_OUT, warning))
+    return replace(message, fitted_image=image, notes=(*message.notes, *added))
 
 
 class ImageMemo:

@@ -10,7 +10,7 @@ import regex
 
 from bot.briefs import Brief, Problem
 from bot.config import Settings
-from bot.message import DeliveryKey, Message
+from bot.message import DeliveryKey, LinkCard, Message
 from bot.network import NO_CARD, Network
 from bot.render import fit
 from bot.render.counting import linked_part
@@ -88,9 +88,10 @@ def render_post(brief: Brief, key: DeliveryKey, *, network: Network, settings: S
         image_alt=brief.image_alt,
         length=fitted.length,
         limit=fitted.limit,
-        notes=tuple(fitted.cut),
-        extra={"facets": fitted.facets, "language": brief_language(brief),
-               "title": brief.title, "summary": brief.summary, "brief_path": str(brief.path)},
+        notes=fitted.notes,
+        card=LinkCard(title=brief.title or "", summary=brief.summary or ""),
+        language=brief_language(brief),
+        facets=fitted.facets,
     )
 
 
