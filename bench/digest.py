@@ -362,7 +362,7 @@ def main() -> None:
                   f"(a)/(c) {an / c:5.0%}   (a)/(b) {an / b:5.1f}x")
 
         try:
-            from tests.smtp_server import TestCertificates
+            from tests.servers.smtp_server import TestCertificates
         except ImportError:  # the test extra (cryptography) is not installed
             TestCertificates = None  # noqa: N806
         if TestCertificates is not None:

@@ -23,7 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bot.ledger import DeliveryKey, Ledger  # noqa: E402
-from tests import pg  # noqa: E402
+from tests.servers import pg  # noqa: E402
 
 # The same table, indexes and columns as the ledger writes: the difference is the ledger alone.
 INSERT = ("INSERT INTO deliveries (campaign, channel, recipient, state, attempts, worker, "

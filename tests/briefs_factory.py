@@ -1,8 +1,8 @@
 """Writing briefs for tests: one brief with its front matter as keyword arguments, or a week's.
 
 Every test that needs a well-formed brief on disk writes it here, so the format the tests
-exercise is in one place. Briefs that are malformed on purpose (tests/test_briefs.py,
-tests/test_brief_hostile.py) are written as raw bytes where they are tested.
+exercise is in one place. Briefs that are malformed on purpose (tests/briefs/test_briefs.py,
+tests/briefs/test_brief_hostile.py) are written as raw bytes where they are tested.
 """
 
 from __future__ import annotations

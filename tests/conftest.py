@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests import pg
+from tests.servers import pg
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "seeds" / "000_abc272253b24f11a.txt"
