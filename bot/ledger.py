@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.engine import Connection
 
+from bot.ledger_batch import BatchClaims, OpenRow, Outcome  # noqa: F401  (re-exported)
 from bot.ledger_db import (  # noqa: F401  (re-exported: callers import these from bot.ledger)
     MIGRATIONS,
     SCHEMA_LOCK,
@@ -116,7 +117,7 @@ OUTCOME_COLUMNS = ("state", "remote_id", "remote_url", "sent_at", "last_error",
                    "next_attempt_at", "lease_until", "updated_at")
 
 
-class Ledger(LedgerDatabase):
+class Ledger(BatchClaims):
     """Claim, record and query deliveries. Safe across threads, processes and machines."""
 
     def __init__(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -252,6 +253,21 @@ class Subscribers:
             return None
         row = self.ledger.run(self._state, email=stored_email).fetchone()
         return row[0] if row else None
+
+    def active_among(self, stored_emails: list[str]) -> set[str]:
+        """Which of these addresses (as the list holds them) are active: one query for a
+        batch, asked right before it is claimed."""
+        if self._missing or not stored_emails:
+            return set()
+        if self.ledger.engine.dialect.name == "sqlite":
+            sql = ("SELECT email FROM subscribers WHERE state = 'active' AND email IN "
+                   "(SELECT value FROM json_each(?))")
+            values: Any = json.dumps(stored_emails)
+        else:
+            sql = ("SELECT email FROM subscribers WHERE state = 'active' "
+                   "AND email = ANY(%s::text[])")
+            values = list(stored_emails)
+        return {row[0] for row in self.ledger.run_sql(sql, (values,))}
 
     def add(self, email: str, name: str | None = None, *, state: str = "active",
             force: bool = False) -> Subscriber:

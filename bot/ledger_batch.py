@@ -1,0 +1,136 @@
+"""Batch claims: N recipients of one campaign and channel claimed in one statement, their N
+outcomes recorded in one, on SQLite and PostgreSQL alike.
+
+The rules are the single-key ones of `bot.ledger` (a claim is an insert that only succeeds for a
+key nobody has; an outcome is an update that only matches while this worker still holds the
+claim, under its lease), written as one statement over a list: SQLite reads the list from one
+JSON parameter (`json_each`), PostgreSQL from arrays (`unnest`). One statement is one
+transaction, so a batch is claimed, or recorded, whole or not at all. Each statement is built
+once per dialect; only the parameters change.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from bot.ledger_db import LedgerDatabase
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What became of one claimed recipient: `sent` (with the provider's id), `failed` (due
+    again at `retry_at`), `dead`, or `unknown` (settled later; `retry_at` under `resend`)."""
+
+    recipient: str
+    state: str
+    remote_id: str | None = None
+    remote_url: str | None = None
+    note: str | None = None
+    retry_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class OpenRow:
+    """A recipient's row that is already there, as a batch needs to know it."""
+
+    state: str
+    attempts: int
+    next_attempt_at: datetime | None
+
+
+_SQLITE = {
+    "claim": (
+        "INSERT INTO deliveries (campaign, channel, recipient, state, attempts, worker, "
+        "lease_until, created_at, updated_at) SELECT ?, ?, value, 'claimed', 1, ?, ?, ?, ? "
+        "FROM json_each(?) WHERE true "
+        "ON CONFLICT (campaign, channel, recipient) DO NOTHING RETURNING recipient"),
+    "record": (
+        "UPDATE deliveries SET state = o.value ->> 1, remote_id = o.value ->> 2, "
+        "remote_url = o.value ->> 3, last_error = o.value ->> 4, "
+        "next_attempt_at = o.value ->> 5, "
+        "sent_at = CASE WHEN o.value ->> 1 = 'sent' THEN ? END, lease_until = NULL, "
+        "updated_at = ? FROM json_each(?) AS o "
+        "WHERE deliveries.campaign = ? AND deliveries.channel = ? "
+        "AND deliveries.recipient = o.value ->> 0 AND deliveries.state = 'claimed' "
+        "AND deliveries.worker = ? RETURNING deliveries.recipient"),
+    "rows": (
+        "SELECT recipient, state, attempts, next_attempt_at FROM deliveries "
+        "WHERE campaign = ? AND channel = ? AND recipient IN (SELECT value FROM json_each(?))"),
+}
+
+_POSTGRES = {
+    "claim": (
+        "INSERT INTO deliveries (campaign, channel, recipient, state, attempts, worker, "
+        "lease_until, created_at, updated_at) SELECT %s, %s, r, 'claimed', 1, %s, %s, %s, %s "
+        "FROM unnest(%s::text[]) AS r "
+        "ON CONFLICT (campaign, channel, recipient) DO NOTHING RETURNING recipient"),
+    "record": (
+        "UPDATE deliveries AS d SET state = o.state, remote_id = o.remote_id, "
+        "remote_url = o.remote_url, last_error = o.note, next_attempt_at = o.retry_at, "
+        "sent_at = CASE WHEN o.state = 'sent' THEN %s::timestamptz END, lease_until = NULL, "
+        "updated_at = %s FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], "
+        "%s::text[], %s::timestamptz[]) AS o(recipient, state, remote_id, remote_url, note, "
+        "retry_at) WHERE d.campaign = %s AND d.channel = %s AND d.recipient = o.recipient "
+        "AND d.state = 'claimed' AND d.worker = %s RETURNING d.recipient"),
+    "rows": (
+        "SELECT recipient, state, attempts, next_attempt_at FROM deliveries "
+        "WHERE campaign = %s AND channel = %s AND recipient = ANY(%s::text[])"),
+}
+
+
+class BatchClaims(LedgerDatabase):
+    """The batch statements; `bot.ledger.Ledger` supplies `worker`, `lease` and `clock`."""
+
+    worker: str
+    lease: timedelta
+    clock: Callable[[], datetime]
+
+    def _batch_sql(self, name: str) -> str:
+        return (_SQLITE if self._sqlite else _POSTGRES)[name]
+
+    def _list(self, values: Sequence[Any]) -> Any:
+        return json.dumps(list(values)) if self._sqlite else list(values)
+
+    def claim_batch(self, campaign: str, channel: str, recipients: Sequence[str]) -> set[str]:
+        """Claim every recipient nobody has (or had) yet; returns those this worker now holds."""
+        if not recipients:
+            return set()
+        moment = self.clock()
+        now = self._time(moment)
+        rows = self.run_sql(self._batch_sql("claim"), (
+            campaign, channel, self.worker, self._time(moment + self.lease), now, now,
+            self._list(recipients)))
+        return {row[0] for row in rows}
+
+    def record_batch(self, campaign: str, channel: str,
+                     outcomes: Sequence[Outcome]) -> set[str]:
+        """Record every outcome where this worker still holds the claim; returns those
+        recipients (a missing one was taken over meanwhile)."""
+        if not outcomes:
+            return set()
+        moment = self.clock()
+        now = self._time(moment)
+        if self._sqlite:
+            data = json.dumps([[o.recipient, o.state, o.remote_id, o.remote_url,
+                                o.note and o.note[:2000], self._time(o.retry_at)]
+                               for o in outcomes])
+            params: tuple[Any, ...] = (now, now, data, campaign, channel, self.worker)
+        else:
+            columns = list(zip(*[(o.recipient, o.state, o.remote_id, o.remote_url,
+                                  o.note and o.note[:2000], o.retry_at) for o in outcomes],
+                               strict=True))
+            params = (moment, moment, *map(list, columns), campaign, channel, self.worker)
+        return {row[0] for row in self.run_sql(self._batch_sql("record"), params)}
+
+    def open_rows(self, campaign: str, channel: str,
+                  recipients: Sequence[str]) -> dict[str, OpenRow]:
+        """The rows these recipients already have (none, on a first run)."""
+        if not recipients:
+            return {}
+        rows = self.run_sql(self._batch_sql("rows"),
+                            (campaign, channel, self._list(recipients)))
+        return {r[0]: OpenRow(r[1], r[2], self._read_time(r[3])) for r in rows}
