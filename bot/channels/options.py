@@ -170,10 +170,41 @@ class MailgunOptions(BatchOptions):
         return {"api_key_env": self.api_key_env}
 
 
+class PostmarkOptions(BatchOptions):
+    token_env: EnvName = "POSTMARK_SERVER_TOKEN"
+    #: Postmark's stream for newsletters is a Broadcast stream ("broadcast" on a new server).
+    message_stream: Annotated[str, StringConstraints(pattern=r"^[a-z0-9-]{1,30}$")] = "broadcast"
+    tag: Annotated[str, StringConstraints(min_length=1, max_length=1000)] | None = None
+    #: Only for a test server or a proxy.
+    api_base: Annotated[str, StringConstraints(pattern=r"^https?://[^/\s]+")] = (
+        "https://api.postmarkapp.com")
+
+    def credentials(self) -> dict[str, str]:
+        return {"token_env": self.token_env}
+
+
+ConfigurationSet = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+
+
+class SesOptions(BatchOptions):
+    region: Annotated[str, StringConstraints(pattern=r"^[a-z]{2}(-[a-z]+)+-\d+$")]
+    #: bulk: SendBulkEmail, one template and each recipient's link (50 a call); raw: each
+    #: recipient's complete message through SendEmail.
+    mode: Literal["bulk", "raw"] = "bulk"
+    configuration_set: ConfigurationSet | None = None
+    #: Only for a test server, a proxy or a VPC endpoint.
+    endpoint_url: Annotated[str, StringConstraints(pattern=r"^https?://[^/\s]+")] | None = None
+
+    def credentials(self) -> dict[str, str]:
+        # The standard variables of the AWS SDKs; nothing is read from ~/.aws or the network.
+        return {"AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID",
+                "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY"}
+
+
 BUILT_IN: dict[str, type[Options]] = {
     "outbox": OutboxOptions, "smtp": SmtpOptions, "x": XOptions,
     "mastodon": MastodonOptions, "bluesky": BlueskyOptions, "webhook": WebhookOptions,
-    "mailgun": MailgunOptions,
+    "mailgun": MailgunOptions, "postmark": PostmarkOptions, "ses": SesOptions,
 }
 
 
