@@ -56,6 +56,7 @@ class Sesv2Bridge:
         self.throttled = 0
         self.slow: list[float] = []
         self.refused: dict[str, str] = {}  # address → SES status
+        self.calls: list[tuple[str, str]] = []  # (method, path) of every SES request
         self.bulk_calls: list[dict[str, Any]] = []  # each SendBulkEmail request as received
         self.bulk_sent: list[dict[str, Any]] = []  # each destination it sent: id, headers, parts
 
@@ -73,6 +74,8 @@ class Sesv2Bridge:
         body = json.loads(raw) if raw.startswith(b"{") else {}
         ses = path.startswith("/v2/email/")
         with self.lock:
+            if ses:
+                self.calls.append((request.method, path))
             throttled = ses and self.throttled > 0
             if throttled:
                 self.throttled -= 1
@@ -212,6 +215,7 @@ class MotoSes(ThreadedMotoServer):
         with bridge.lock:
             bridge.throttled, bridge.slow, bridge.max_send_rate = 0, [], 1000.0
             bridge.refused.clear()
+            bridge.calls.clear()
             bridge.bulk_calls.clear()
             bridge.bulk_sent.clear()
 
@@ -226,6 +230,10 @@ class MotoSes(ThreadedMotoServer):
 
     def raw_messages(self) -> list[dict[str, Any]]:
         return self.messages().get("RawMessage", [])
+
+    def calls(self, method: str, path: str) -> int:
+        with self.bridge.lock:
+            return self.bridge.calls.count((method, path))
 
     # -- failures on demand -----------------------------------------------------------------
 

@@ -38,7 +38,7 @@ def test_a_digest_goes_in_batches_of_500_each_recipient_recorded_with_postmarks_
     code, report = send(project, ENV)
     assert code == 0, report
     assert report["counts"] == {"sent": 600}
-    assert batches(postmark) == [500, 100]
+    assert sorted(batches(postmark)) == [100, 500]
     assert all(r.header("x-postmark-server-token") == TOKEN for r in postmark.seen())
 
     sent = {m["To"].rsplit("<", 1)[-1].strip(">"): m for m in postmark.sent}
@@ -62,7 +62,7 @@ def test_a_digest_goes_in_batches_of_500_each_recipient_recorded_with_postmarks_
 
     again_code, again = send(project, ENV)
     assert (again_code, again["counts"]) == (0, {"already": 600})
-    assert batches(postmark) == [500, 100]  # nothing sent twice
+    assert len(batches(postmark)) == 2  # nothing sent twice
 
 
 def test_an_inactive_recipient_is_refused_alone_and_counts_as_a_hard_bounce(project, postmark):
@@ -75,7 +75,7 @@ def test_an_inactive_recipient_is_refused_alone_and_counts_as_a_hard_bounce(proj
     assert report["counts"] == {"sent": 9, "dead": 1}
     assert report["bounced"] == 1
     assert "406" in report["errors"][0]["error"] and report["errors"][0]["recipient"] == gone
-    assert batches(postmark) == [4, 4, 2]
+    assert sorted(batches(postmark)) == [2, 4, 4]
     assert sorted(m["To"].rsplit("<", 1)[-1].strip(">") for m in postmark.sent) == sorted(
         e for e in emails if e != gone)
     with subscriber_list(project) as subscribers:
@@ -99,7 +99,7 @@ def test_a_429_is_waited_out_and_the_same_batch_sent_once(project, postmark):
 def test_an_answer_lost_after_the_batch_went_out_is_unknown_for_the_whole_batch(
         project, postmark, policy):
     provider_project(project, channel(postmark, f'unknown_policy = "{policy}"\n'
-                                               "batch_size = 5\n"))
+                                               "batch_size = 5\nconnections = 1\n"))
     emails = add_subscribers(project, 10)
     postmark.lose_next("POST", "/email/batch")  # the first batch is sent, its answer lost
     code, report = send(project, ENV)
@@ -131,7 +131,7 @@ def test_a_wrong_token_stops_the_run_names_the_variable_and_never_shows_the_toke
     assert code == 1
     assert report["stopped"] and "POSTMARK_SERVER_TOKEN" in report["stopped"]
     assert "wrong-token-777" not in str(report)
-    assert len(postmark.seen()) == 1 and postmark.sent == []
+    assert 1 <= len(postmark.seen()) <= 2 and postmark.sent == []  # a call per connection
     assert {r.state for r in ledger_rows(project)} <= {"failed"}  # due again, not dead
     code, report = send(project, ENV)
     assert (code, report["counts"].get("sent")) == (0, 20)
