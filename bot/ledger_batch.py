@@ -60,6 +60,8 @@ _SQLITE = {
     "rows": (
         "SELECT recipient, state, attempts, next_attempt_at FROM deliveries "
         "WHERE campaign = ? AND channel = ? AND recipient IN (SELECT value FROM json_each(?))"),
+    "by_remote": ("SELECT campaign FROM deliveries WHERE recipient = ? AND remote_id = ? "
+                  "ORDER BY id DESC LIMIT 1"),
 }
 
 _POSTGRES = {
@@ -79,6 +81,8 @@ _POSTGRES = {
     "rows": (
         "SELECT recipient, state, attempts, next_attempt_at FROM deliveries "
         "WHERE campaign = %s AND channel = %s AND recipient = ANY(%s::text[])"),
+    "by_remote": ("SELECT campaign FROM deliveries WHERE recipient = %s AND remote_id = %s "
+                  "ORDER BY id DESC LIMIT 1"),
 }
 
 
@@ -86,6 +90,7 @@ class BatchClaims(LedgerDatabase):
     """The batch statements; `bot.ledger.Ledger` supplies `worker`, `lease` and `clock`."""
 
     worker: str
+    readonly: bool
     lease: timedelta
     clock: Callable[[], datetime]
 
@@ -134,3 +139,11 @@ class BatchClaims(LedgerDatabase):
         rows = self.run_sql(self._batch_sql("rows"),
                             (campaign, channel, self._list(recipients)))
         return {r[0]: OpenRow(r[1], r[2], self._read_time(r[3])) for r in rows}
+
+    def campaign_of_receipt(self, remote_id: str, recipient: str) -> str | None:
+        """The campaign a provider's message id was recorded for, for this recipient: a batch
+        provider names one id for a whole call, so the pair says which delivery it was."""
+        if self.readonly and not self.exists:
+            return None
+        rows = self.run_sql(self._batch_sql("by_remote"), (recipient, remote_id))
+        return rows[0][0] if rows else None

@@ -98,7 +98,9 @@ def _apply(settings: Settings, subscribers: Subscribers, fingerprint: str, kind:
     campaign = None
     if email and message_id:
         directory = Directory.load_keys(settings, subscribers.ledger)
-        campaign = directory.campaign_of(message_id, email)
+        # Our own Message-ID (SMTP, full-message providers), else a batch provider's id
+        campaign = (directory.campaign_of(message_id, email)
+                    or subscribers.ledger.campaign_of_receipt(message_id, email))
     finding = Finding(kind if email else "ignored", email, campaign,
                       detail if email else f"{detail} (not on the list)", address)
     applier = Applier(settings, subscribers.ledger, subscribers)

@@ -40,9 +40,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
-from bot.channels.base import Channel, ChannelError, DeliveryKey, Receipt
+from bot.channels.base import (
+    Channel,
+    ChannelError,
+    DeliveryKey,
+    Message,
+    PermanentError,
+    Receipt,
+)
 
 if TYPE_CHECKING:
+    from bot.briefs import Brief
     from bot.render.mime import PreparedEmail
 
 
@@ -96,8 +104,30 @@ class BatchChannel(Channel):
         if self._pacer is not None:
             self._pacer.wait(messages)
 
+    def render(self, brief: Brief, key: DeliveryKey) -> Message:
+        """The single-brief email, fanned out to subscribers by `bot.mailing.mail_brief`."""
+        from datetime import UTC, datetime
+
+        from bot.render.email import prepare_brief_email
+
+        prepared = prepare_brief_email(self.settings, brief, now=datetime.now(UTC))
+        return Message(key=key, kind="email", text=prepared.text, subject=prepared.subject,
+                       html=prepared.html, length=prepared.html_bytes,
+                       extra={"brief": brief, "prepared": prepared})
+
+    def send(self, message: Message) -> Receipt:
+        raise PermanentError(f"{self.type} sends mailings in batches (send_batch), "
+                             "through the mailing")
+
     def send_email(self, key: DeliveryKey, data: bytes, message_id: str) -> Receipt:
-        raise NotImplementedError(f"{self.type} sends mailings in batches (send_batch)")
+        raise PermanentError(f"{self.type} sends mailings in batches (send_batch)")
+
+    def reconcile(self, message: Message) -> Receipt | None:
+        if message.key.recipient:
+            return super().reconcile(message)
+        # A single-brief mailing is resumable: every recipient has their own delivery, so
+        # sending "again" only reaches those who have not had it.
+        return None
 
 
 def template_html(prepared: PreparedEmail, placeholder: str) -> str:
