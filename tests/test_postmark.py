@@ -144,3 +144,45 @@ def test_an_unknown_message_stream_stops_the_run(project, postmark):
     assert code == 1
     assert "message_stream" in report["stopped"]
     assert report["counts"] == {"failed": 3} and postmark.sent == []
+
+
+def test_a_bounce_webhook_naming_postmarks_message_id_finds_the_campaign(project, postmark):
+    """Postmark's bounce webhook names its own MessageID; the receipt recorded for that
+    recipient says which campaign bounced."""
+    import base64
+    import json
+
+    from sqlalchemy import select
+
+    from bot import webhooks
+    from bot.bounces import mail_reports
+    from bot.config import load_settings
+    from bot.ledger import Ledger
+    from bot.subscribers import Subscribers
+    from tests.digest_setup import PERIOD
+
+    provider_project(project, channel(postmark))
+    emails = add_subscribers(project, 6)
+    assert send(project, ENV)[1]["counts"] == {"sent": 6}
+    target = next(m for m in postmark.sent if emails[2] in m["To"])
+    # The fields of Postmark's bounce webhook example (tests/data/postmark-api.md).
+    bounce = json.dumps({
+        "RecordType": "Bounce", "MessageStream": "broadcast", "ID": 4323372036854775807,
+        "Type": "HardBounce", "TypeCode": 1, "Name": "Hard bounce",
+        "MessageID": target["MessageID"], "Description": "The server was unable to deliver "
+        "your message (ex: unknown user, mailbox not found).", "Details": "Test bounce details",
+        "Email": emails[2], "From": "digest@example.org",
+        "BouncedAt": "2026-11-30T08:05:00Z", "Inactive": True, "CanActivate": True,
+        "Subject": target["Subject"]}).encode()
+    credentials = ("hooks", "pm-hook-password")
+    basic = "Basic " + base64.b64encode(b"hooks:pm-hook-password").decode()
+    settings = load_settings(project.config)
+    ledger = Ledger(settings.database_url)
+    try:
+        answer = webhooks.postmark(settings, Subscribers(ledger), credentials, basic, bounce)
+        assert answer.status == 200, answer
+        with ledger.engine.connect() as conn:
+            rows = conn.execute(select(mail_reports.c.email, mail_reports.c.campaign)).all()
+    finally:
+        ledger.close()
+    assert [tuple(r) for r in rows] == [(emails[2], f"digest:{PERIOD}")]

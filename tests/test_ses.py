@@ -192,3 +192,47 @@ def test_missing_aws_credentials_stop_the_start_and_name_the_variables(project, 
     assert result.returncode != 0
     assert "AWS_ACCESS_KEY_ID" in result.stderr + result.stdout
     assert moto_ses.calls("POST", BULK) == 0
+
+
+def test_an_ses_bounce_notification_naming_ses_message_id_finds_the_campaign(
+        project, moto_ses, tmp_path, monkeypatch):
+    """A bulk send carries SES's own Message-ID, not ours: the notification's mail.messageId,
+    recorded as the receipt's remote id, says which campaign bounced."""
+    from sqlalchemy import select
+
+    from bot import webhooks
+    from bot.bounces import mail_reports
+    from bot.ledger import Ledger
+    from bot.subscribers import Subscribers
+    from tests.digest_setup import PERIOD
+    from tests.test_provider_webhooks import TOPIC, SnsSide, ses_notification
+
+    provider_project(project, channel(moto_ses))
+    emails = add_subscribers(project, 4)
+    assert send(project, ENV)[1]["counts"] == {"sent": 4}
+    target = next(m for m in moto_ses.bridge.bulk_sent
+                  if emails[1] in m["Destination"]["ToAddresses"][0])
+    sns = SnsSide(tmp_path / "sns")
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(sns.tls.ca_file))
+    try:
+        bounce = sns.sign(ses_notification("n-1", {
+            "notificationType": "Bounce",
+            "bounce": {"bounceType": "Permanent", "bounceSubType": "General",
+                       "bouncedRecipients": [{"emailAddress": emails[1], "status": "5.1.1",
+                                              "diagnosticCode": "smtp; 550 5.1.1 no such"}]},
+            "mail": {"messageId": target["MessageId"], "headers": [
+                {"name": "Message-ID",
+                 "value": f"<{target['MessageId']}@eu-west-1.amazonses.com>"}]}}))
+        verifier = webhooks.SnsVerifier([TOPIC], "^" + sns.base.replace(".", r"\.") + "/")
+        settings = load_settings(project.config)
+        ledger = Ledger(settings.database_url)
+        try:
+            answer = webhooks.ses(settings, Subscribers(ledger), verifier, bounce)
+            assert answer.status == 200, answer
+            with ledger.engine.connect() as conn:
+                rows = conn.execute(select(mail_reports.c.email, mail_reports.c.campaign)).all()
+        finally:
+            ledger.close()
+    finally:
+        sns.server.shutdown()
+    assert [tuple(r) for r in rows] == [(emails[1], f"digest:{PERIOD}")]
