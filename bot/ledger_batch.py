@@ -1,12 +1,15 @@
-"""Batch claims: N recipients of one campaign and channel claimed in one statement, their N
-outcomes recorded in one, on SQLite and PostgreSQL alike.
+"""Batch claims: N recipients of one campaign and channel claimed in one statement and their N
+outcomes recorded in one transaction, on SQLite and PostgreSQL alike.
 
 The rules are the single-key ones of `bot.ledger` (a claim is an insert that only succeeds for a
 key nobody has; an outcome is an update that only matches while this worker still holds the
 claim, under its lease), written as one statement over a list: SQLite reads the list from one
 JSON parameter (`json_each`), PostgreSQL from arrays (`unnest`). One statement is one
-transaction, so a batch is claimed, or recorded, whole or not at all. Each statement is built
-once per dialect; only the parameters change.
+transaction, so a batch is claimed, or recorded, whole or not at all. Outcomes on PostgreSQL
+are one `UPDATE ... FROM unnest(...)`; on SQLite, whose planner would drive such an update by
+the campaign's rows rather than the key's index, they are N prepared single-key updates in one
+`BEGIN IMMEDIATE` transaction. Each statement is built once per dialect; only the parameters
+change.
 """
 
 from __future__ import annotations
@@ -48,15 +51,16 @@ _SQLITE = {
         "lease_until, created_at, updated_at) SELECT ?, ?, value, 'claimed', 1, ?, ?, ?, ? "
         "FROM json_each(?) WHERE true "
         "ON CONFLICT (campaign, channel, recipient) DO NOTHING RETURNING recipient"),
+    # One transaction of N single-key updates (the planner cannot be made to drive an UPDATE
+    # ... FROM json_each by the key's index); `updated` then names the ones that matched.
     "record": (
-        "UPDATE deliveries SET state = o.value ->> 1, remote_id = o.value ->> 2, "
-        "remote_url = o.value ->> 3, last_error = o.value ->> 4, "
-        "next_attempt_at = o.value ->> 5, "
-        "sent_at = CASE WHEN o.value ->> 1 = 'sent' THEN ? END, lease_until = NULL, "
-        "updated_at = ? FROM json_each(?) AS o "
-        "WHERE deliveries.campaign = ? AND deliveries.channel = ? "
-        "AND deliveries.recipient = o.value ->> 0 AND deliveries.state = 'claimed' "
-        "AND deliveries.worker = ? RETURNING deliveries.recipient"),
+        "UPDATE deliveries SET state = ?, remote_id = ?, remote_url = ?, last_error = ?, "
+        "next_attempt_at = ?, sent_at = ?, lease_until = NULL, updated_at = ? "
+        "WHERE campaign = ? AND channel = ? AND recipient = ? AND state = 'claimed' "
+        "AND worker = ?"),
+    "updated": (
+        "SELECT recipient FROM deliveries WHERE campaign = ? AND channel = ? AND recipient IN "
+        "(SELECT value FROM json_each(?)) AND updated_at = ? AND worker = ?"),
     "rows": (
         "SELECT recipient, state, attempts, next_attempt_at FROM deliveries "
         "WHERE campaign = ? AND channel = ? AND recipient IN (SELECT value FROM json_each(?))"),
@@ -108,7 +112,7 @@ class BatchClaims(LedgerDatabase):
         now = self._time(moment)
         rows = self.run_sql(self._batch_sql("claim"), (
             campaign, channel, self.worker, self._time(moment + self.lease), now, now,
-            self._list(recipients)))
+            self._list(recipients)), write=True)
         return {row[0] for row in rows}
 
     def record_batch(self, campaign: str, channel: str,
@@ -120,16 +124,27 @@ class BatchClaims(LedgerDatabase):
         moment = self.clock()
         now = self._time(moment)
         if self._sqlite:
-            data = json.dumps([[o.recipient, o.state, o.remote_id, o.remote_url,
-                                o.note and o.note[:2000], self._time(o.retry_at)]
-                               for o in outcomes])
-            params: tuple[Any, ...] = (now, now, data, campaign, channel, self.worker)
+            return self._record_sqlite(campaign, channel, outcomes, now)
         else:
             columns = list(zip(*[(o.recipient, o.state, o.remote_id, o.remote_url,
                                   o.note and o.note[:2000], o.retry_at) for o in outcomes],
                                strict=True))
             params = (moment, moment, *map(list, columns), campaign, channel, self.worker)
-        return {row[0] for row in self.run_sql(self._batch_sql("record"), params)}
+        return {row[0] for row in self.run_sql(self._batch_sql("record"), params, write=True)}
+
+    def _record_sqlite(self, campaign: str, channel: str, outcomes: Sequence[Outcome],
+                       now: str) -> set[str]:
+        rows = [(o.state, o.remote_id, o.remote_url, o.note and o.note[:2000],
+                 self._time(o.retry_at), now if o.state == "sent" else None, now,
+                 campaign, channel, o.recipient, self.worker) for o in outcomes]
+        matched = self.run_many(self._batch_sql("record"), rows)
+        names = [o.recipient for o in outcomes]
+        if matched == len(rows):
+            return set(names)
+        # Some claims were taken over meanwhile (rare): say which rows this call wrote.
+        found = self.run_sql(self._batch_sql("updated"),
+                             (campaign, channel, json.dumps(names), now, self.worker))
+        return {row[0] for row in found}
 
     def open_rows(self, campaign: str, channel: str,
                   recipients: Sequence[str]) -> dict[str, OpenRow]:

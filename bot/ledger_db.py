@@ -268,6 +268,7 @@ class LedgerDatabase:
         self._insert = self._dialect_insert()
         self._local = threading.local()
         self._sqlite = self.engine.dialect.name == "sqlite"
+        self._writing = threading.Lock()  # this process's batch writers, one at a time
 
     def _time(self, moment: datetime | None) -> Any:
         """A timestamp as the driver wants it (SQLite stores SQLAlchemy's text format)."""
@@ -295,16 +296,49 @@ class LedgerDatabase:
             raw.invalidate()
             raise
 
-    def run_sql(self, sql: str, params: Any) -> list[Any]:
+    def run_sql(self, sql: str, params: Any, *, write: bool = False) -> list[Any]:
         """Driver SQL (in the driver's parameter style) as one autocommitted statement on this
-        thread's held connection, like `run`; returns every row it gave back."""
+        thread's held connection, like `run`; returns every row it gave back. A `write` on
+        SQLite waits for this process's other writers on a lock of ours, which wakes at once,
+        rather than in SQLite's busy handler, which sleeps up to 100 ms at a time."""
         raw = getattr(self._local, "raw", None)
         if raw is None:
             raw = self._local.raw = self.engine.raw_connection()
             if not self._sqlite:
                 raw.driver_connection.autocommit = True
         try:
+            if write and self._sqlite:
+                with self._writing:
+                    return raw.driver_connection.execute(sql, params).fetchall()
             return raw.driver_connection.execute(sql, params).fetchall()
+        except Exception:
+            self._local.raw = None
+            raw.invalidate()
+            raise
+
+    def run_many(self, sql: str, rows: list[Any]) -> int:
+        """One driver statement for each of `rows`, all in one transaction on this thread's
+        held connection (SQLite: BEGIN IMMEDIATE, so the batch is written whole); returns how
+        many rows they changed."""
+        raw = getattr(self._local, "raw", None)
+        if raw is None:
+            raw = self._local.raw = self.engine.raw_connection()
+            if not self._sqlite:
+                raw.driver_connection.autocommit = True
+        driver = raw.driver_connection
+        try:
+            if self._sqlite:
+                with self._writing:
+                    driver.execute("BEGIN IMMEDIATE")
+                    try:
+                        changed = driver.executemany(sql, rows).rowcount
+                    except BaseException:
+                        driver.execute("ROLLBACK")
+                        raise
+                    driver.execute("COMMIT")
+                    return changed
+            with driver.transaction():
+                return driver.cursor().executemany(sql, rows).rowcount
         except Exception:
             self._local.raw = None
             raw.invalidate()

@@ -227,7 +227,7 @@ class Mailing:
         """Active subscribers, `batch_size` at a time, streamed: never the whole list."""
         size = self.channel.batch_size
         chunk: list[Any] = []
-        for subscriber in self.subscribers.iter_active(batch=max(size, 1000)):
+        for subscriber in self.subscribers.stream_active(batch=max(size, 1000)):
             chunk.append(subscriber)
             if len(chunk) >= size:
                 yield chunk

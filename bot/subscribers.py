@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, NamedTuple, TextIO
 
 from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import (
@@ -95,6 +95,14 @@ def _aware(value: datetime | None) -> datetime | None:
     if value is None:
         return None
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Reader(NamedTuple):
+    """What a batched mailing needs of an active subscriber."""
+
+    email: str
+    name: str | None
+    soft_bounces: int
 
 
 @dataclass(frozen=True)
@@ -204,6 +212,9 @@ class Subscribers:
             self._columns = [c for c in subscribers.c if c.name != "reason"]
         self._state = ledger.prepare(
             select(subscribers.c.state).where(subscribers.c.email == bindparam("email")))
+        mark = "?" if self.engine.dialect.name == "sqlite" else "%s"
+        self._page = ("SELECT id, email, name, soft_bounces FROM subscribers WHERE "
+                      f"state = 'active' AND id > {mark} ORDER BY id LIMIT {mark}")
 
     def _now(self) -> datetime:
         return self.ledger.clock()
@@ -260,7 +271,8 @@ class Subscribers:
         if self._missing or not stored_emails:
             return set()
         if self.ledger.engine.dialect.name == "sqlite":
-            sql = ("SELECT email FROM subscribers WHERE state = 'active' AND email IN "
+            # `+state`: look each address up by its unique index, not every active row
+            sql = ("SELECT email FROM subscribers WHERE +state = 'active' AND email IN "
                    "(SELECT value FROM json_each(?))")
             values: Any = json.dumps(stored_emails)
         else:
@@ -475,6 +487,21 @@ class Subscribers:
         one who leaves may still be yielded, which is why the sender checks `is_active`.
         """
         return self._stream("active", batch)
+
+    def stream_active(self, batch: int = 1000) -> Iterator[Reader]:
+        """Active subscribers in id order as `Reader`s, for a sender of a million: plain
+        autocommitted reads on this thread's held connection (no write lock taken, no
+        transaction held between pages) and three fields per row, not a full `Subscriber`."""
+        if self._missing:
+            return
+        last_id = 0
+        while True:
+            rows = self.ledger.run_sql(self._page, (last_id, batch))
+            for row in rows:
+                yield Reader(row[1], row[2], row[3])
+            if len(rows) < batch:
+                return
+            last_id = rows[-1][0]
 
     def iter_all(self, state: str | None = None, batch: int = 1000) -> Iterator[Subscriber]:
         if state is not None:
