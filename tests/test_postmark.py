@@ -186,3 +186,46 @@ def test_a_bounce_webhook_naming_postmarks_message_id_finds_the_campaign(project
     finally:
         ledger.close()
     assert [tuple(r) for r in rows] == [(emails[2], f"digest:{PERIOD}")]
+
+
+def test_a_batch_over_50_mb_goes_in_several_calls_and_a_failed_call_is_only_its_own(
+        project, postmark, monkeypatch):
+    """Postmark takes 50 MB a call: a larger batch is split. When a call's answer is lost,
+    only its recipients are unknown; the calls after it are not made (their recipients are
+    due again, not unknown)."""
+    from bot import tokens
+    from bot.channels import open_channels
+    from bot.channels import postmark as adapter
+    from bot.channels.batch import BatchItem
+    from bot.config import load_settings
+    from bot.digest import period_briefs
+    from bot.message import DeliveryKey, Receipt, TransientError, UnknownOutcome
+    from bot.render.email import prepare_digest
+    from bot.timing import parse_period
+    from tests.digest_setup import PERIOD
+
+    provider_project(project, channel(postmark))
+    monkeypatch.setenv("POSTMARK_SERVER_TOKEN", TOKEN)
+    settings = load_settings(project.config)
+    now = datetime.fromisoformat(NOW)
+    prepared = prepare_digest(settings, period_briefs(settings, parse_period(PERIOD), now),
+                              period_label=PERIOD, now=now)
+    items = [BatchItem(key=DeliveryKey(f"digest:{PERIOD}", "postmark", address(n)),
+                       address=address(n), name=None, message_id=f"<m{n}@example.org>",
+                       unsubscribe_url=tokens.unsubscribe_url(settings, address(n)))
+             for n in range(9)]
+    sender = open_channels(settings)["postmark"]
+    size = len(adapter._encode(sender._message(prepared, items[0])))
+    monkeypatch.setattr(adapter, "MAX_BYTES", size * 3 + 10)  # three messages a call
+    try:
+        outcomes = sender.send_batch(prepared, items)
+        assert batches(postmark) == [3, 3, 3]
+        assert all(isinstance(o, Receipt) for o in outcomes)
+        postmark.lose_next("POST", "/email/batch")  # this call goes out, its answer is lost
+        outcomes = sender.send_batch(prepared, items)
+    finally:
+        sender.close()
+    assert batches(postmark) == [3, 3, 3, 3]
+    assert all(isinstance(o, UnknownOutcome) for o in outcomes[:3])
+    assert all(type(o) is TransientError for o in outcomes[3:])  # never sent: due again
+    assert len(postmark.sent) == 12

@@ -65,21 +65,26 @@ class PostmarkChannel(BatchChannel):
     # -- send -------------------------------------------------------------------------------
 
     def send_batch(self, prepared, items: Sequence[BatchItem]) -> list[BatchOutcome]:
-        messages = [self._message(prepared, item) for item in items]
+        # Each message is encoded once and dropped once sent: at most one batch's messages and
+        # one call's body are in memory per connection.
+        encoded = [_encode(self._message(prepared, item)) for item in items]
         outcomes: list[BatchOutcome] = []
-        for start, end, body in _calls(messages):
+        for start, end in _calls(encoded):
+            body = b"[" + b",".join(encoded[start:end]) + b"]"
+            encoded[start:end] = [b""] * (end - start)
             try:
                 answers = self._post(body)
             except ChannelError as error:
-                if not outcomes:
-                    raise  # nothing went out yet: the whole batch shares the error (and its wait)
-                # Earlier calls went out: this call's recipients share its error, and the ones
-                # after it were never sent.
+                if not outcomes and (end == len(items) or not isinstance(error, UnknownOutcome)):
+                    raise  # one call, or nothing went out: the batch shares the error (and wait)
+                # This call's recipients share its error; the calls after it were never made.
                 outcomes += [error] * (end - start)
                 left = len(items) - end
                 outcomes += [TransientError("not sent: an earlier call of its batch failed")
                              ] * left
                 return outcomes
+            finally:
+                del body
             if not isinstance(answers, list) or len(answers) != end - start:
                 outcomes += [UnknownOutcome("Postmark answered the batch without one response "
                                             "per message; it may have sent")] * (end - start)
@@ -170,15 +175,18 @@ def _stopping(message: str) -> PermanentError:
     return error
 
 
-def _calls(messages: list[dict[str, Any]]) -> list[tuple[int, int, bytes]]:
-    """The messages as JSON arrays of at most MAX_BYTES each: (start, end, body)."""
-    encoded = [json.dumps(m, ensure_ascii=False).encode("utf-8") for m in messages]
+def _encode(message: dict[str, Any]) -> bytes:
+    return json.dumps(message, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def _calls(encoded: list[bytes]) -> list[tuple[int, int]]:
+    """The spans of `encoded` messages whose JSON array stays within MAX_BYTES."""
     calls, start, size = [], 0, 2
     for index, data in enumerate(encoded):
         if index > start and size + len(data) + 1 > MAX_BYTES:
-            calls.append((start, index, b"[" + b",".join(encoded[start:index]) + b"]"))
+            calls.append((start, index))
             start, size = index, 2
         size += len(data) + 1
     if encoded:
-        calls.append((start, len(encoded), b"[" + b",".join(encoded[start:]) + b"]"))
+        calls.append((start, len(encoded)))
     return calls

@@ -222,7 +222,7 @@ class SesChannel(BatchChannel):
                 if error.bounce or (isinstance(error, PermanentError) and not error.run_level):
                     outcomes.append(error)  # this address (or message) only
                     continue
-                if index == 0:
+                if index == 0 and (len(items) == 1 or not isinstance(error, UnknownOutcome)):
                     raise  # nothing went out: the delivery step decides for the whole batch
                 outcomes.append(error)
                 outcomes += [TransientError("not sent: an earlier message of its batch "
