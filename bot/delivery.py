@@ -4,7 +4,9 @@ Posts (`bot.publish`) and emails (`bot.mailing`) both go through `DeliveryStep.d
 only choose what to deliver and report what came of it. The step owns every rule of a single
 delivery: the guarded claim, reconciling before resending, which error means what, the retry
 schedule, the bound on resending unknown outcomes, and keeping the claim alive while a slow send
-runs, so nobody else takes it over and sends a second copy.
+runs, so nobody else takes it over and sends a second copy. `deliver_batch` is the same step for
+a provider's batch endpoint: a batch claimed in one statement, one call, every recipient's
+outcome recorded in one transaction, through the same error mapping (`_decide`).
 """
 
 from __future__ import annotations

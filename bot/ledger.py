@@ -218,6 +218,8 @@ class Ledger(BatchClaims):
         """Extend this worker's leases on `keys` while their sends are still running, so no
         other process takes a claim over mid-send; returns how many are still held."""
         until = self.clock() + self.lease
+        if not self._sqlite:  # a row at a time: one multi-row transaction could deadlock
+            return self.renew_each(keys, until)  # with a batch's record
         held = 0
         with self._tx() as conn:
             for key in keys:

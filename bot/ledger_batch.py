@@ -15,12 +15,13 @@ change.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from bot.ledger_db import LedgerDatabase
+from bot.message import DeliveryKey
 
 
 @dataclass(frozen=True)
@@ -64,9 +65,13 @@ _SQLITE = {
     "rows": (
         "SELECT recipient, state, attempts, next_attempt_at FROM deliveries "
         "WHERE campaign = ? AND channel = ? AND recipient IN (SELECT value FROM json_each(?))"),
+    "any": "SELECT 1 FROM deliveries WHERE campaign = ? AND channel = ? LIMIT 1",
     "by_remote": ("SELECT campaign FROM deliveries WHERE recipient = ? AND remote_id = ? "
                   "ORDER BY id DESC LIMIT 1"),
 }
+
+_RENEW = ("UPDATE deliveries SET lease_until = %s WHERE campaign = %s AND channel = %s "
+          "AND recipient = %s AND state = 'claimed' AND worker = %s RETURNING id")
 
 _POSTGRES = {
     "claim": (
@@ -85,6 +90,7 @@ _POSTGRES = {
     "rows": (
         "SELECT recipient, state, attempts, next_attempt_at FROM deliveries "
         "WHERE campaign = %s AND channel = %s AND recipient = ANY(%s::text[])"),
+    "any": "SELECT 1 FROM deliveries WHERE campaign = %s AND channel = %s LIMIT 1",
     "by_remote": ("SELECT campaign FROM deliveries WHERE recipient = %s AND remote_id = %s "
                   "ORDER BY id DESC LIMIT 1"),
 }
@@ -145,6 +151,17 @@ class BatchClaims(LedgerDatabase):
         found = self.run_sql(self._batch_sql("updated"),
                              (campaign, channel, json.dumps(names), now, self.worker))
         return {row[0] for row in found}
+
+    def renew_each(self, keys: Iterable[DeliveryKey], until: datetime) -> int:
+        """`Ledger.renew` on PostgreSQL: each key's lease in its own autocommitted statement,
+        so the renewer never holds one row's lock while waiting for another's (a batch being
+        recorded locks its rows in an order of the planner's)."""
+        return sum(len(self.run_sql(_RENEW, (until, key.campaign, key.channel, key.recipient,
+                                             self.worker))) for key in keys)
+
+    def has_rows(self, campaign: str, channel: str) -> bool:
+        """Whether anyone has claimed any recipient of this campaign on this channel yet."""
+        return bool(self.run_sql(self._batch_sql("any"), (campaign, channel)))
 
     def open_rows(self, campaign: str, channel: str,
                   recipients: Sequence[str]) -> dict[str, OpenRow]:

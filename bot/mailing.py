@@ -11,10 +11,13 @@ doubles. Only a message in flight when a process dies can have an unknown outcom
 channel's `unknown_policy` settles it (`resend` reuses the same Message-ID, so the copy is
 recognisable).
 
-Ledger writes are not batched. Measured on SQLite (WAL), a claim or a record is one
-autocommitted statement of about 40 µs, small next to an SMTP transaction, while recording in
-batches would widen the window of sent-but-unrecorded messages (duplicates after a crash under
-`resend`) from one per sender to one batch per sender.
+Over SMTP, ledger writes are not batched: on SQLite (WAL) a claim or a record is one
+autocommitted statement of about 40 µs, small next to an SMTP transaction, while batching them
+would widen the window of sent-but-unrecorded messages (duplicates after a crash under
+`resend`) from one per sender to one batch per sender. Through a provider's batch endpoint
+(`bot.channels.batch`) the call itself is the batch, so the subscribers are streamed in chunks
+of `batch_size` and each chunk is claimed, sent and recorded together
+(`DeliveryStep.deliver_batch`); a crash can then leave the batches in flight unknown.
 """
 
 from __future__ import annotations
@@ -170,6 +173,7 @@ class Mailing:
         #: Through a provider's batch endpoint: chunks of `batch_size` recipients, each
         #: claimed, sent and recorded together (`DeliveryStep.deliver_batch`).
         self.batched = isinstance(channel, BatchChannel)
+        self.resuming = True
 
     # -- the run ------------------------------------------------------------------------
 
@@ -179,6 +183,9 @@ class Mailing:
         with ProgressBar(self.progress, self.report.recipients,
                        f"{self.campaign} → {self.channel.name}") as bar:
             if self.batched:
+                # A first run (no row yet) reads no rows per batch: a key someone else takes
+                # meanwhile is one their claim beats ours to ("elsewhere").
+                self.resuming = self.ledger.has_rows(self.campaign, self.channel.name)
                 self._threaded(self._chunks(), workers, bar)
             else:
                 done, open_rows = self._existing()
@@ -332,7 +339,8 @@ class Mailing:
         """A chunk of subscribers through the channel's batch endpoint: their rows and states
         read in one query each, the rest is the delivery step's."""
         emails = [subscriber.email for subscriber in chunk]
-        rows = self.ledger.open_rows(self.campaign, self.channel.name, emails)
+        rows = (self.ledger.open_rows(self.campaign, self.channel.name, emails)
+                if self.resuming else {})
         # Asked again right before the claim: an unsubscribe stops even a send under way.
         active = self.subscribers.active_among(emails)
         entries: list[BatchEntry] = []

@@ -5,7 +5,7 @@ at most 1,000 recipients, `%recipient.KEY%` substituted per recipient; answers
 `{"id": "<...>", "message": "Queued. Thank you."}` or `{"message": ...}` with 400/401/404.
 
 Every recipient of an accepted call is kept in `delivered` as Mailgun would send it (its own
-subject, bodies and headers), with the call's id.
+subject, bodies and headers), with the call's id, and in `received` as (id, address).
 """
 
 from __future__ import annotations
@@ -57,8 +57,11 @@ def form_fields(request: Request) -> list[tuple[str, str]]:
 
 
 class FakeMailgun(FakeApi):
-    def __init__(self, api_key: str, domain: str) -> None:
+    def __init__(self, api_key: str, domain: str, *, keep_messages: bool = True) -> None:
         super().__init__()
+        #: With False, a big send keeps only `received` (id, address), not every message.
+        self.keep_messages = keep_messages
+        self.received: list[tuple[str, str]] = []
         self.api_key = api_key
         self.domain = domain
         self.delivered: list[Delivered] = []
@@ -115,7 +118,10 @@ class FakeMailgun(FakeApi):
         message_id = f"<20261203.{next(self._ids)}.briefbot-fake@{self.domain}>"
         tags = [value for name, value in fields if name == "o:tag"]
         headers = {name[2:]: value for name, value in fields if name.startswith("h:")}
+        self.received.extend((message_id, address) for address in addresses)
         for display, address in zip(recipients, addresses, strict=True):
+            if not self.keep_messages:
+                break
             own = variables.get(address, {})
 
             def fill(text: str, own: dict = own) -> str:
