@@ -212,9 +212,12 @@ class Subscribers:
             self._columns = [c for c in subscribers.c if c.name != "reason"]
         self._state = ledger.prepare(
             select(subscribers.c.state).where(subscribers.c.email == bindparam("email")))
-        mark = "?" if self.engine.dialect.name == "sqlite" else "%s"
         self._page = ("SELECT id, email, name, soft_bounces FROM subscribers WHERE "
-                      f"state = 'active' AND id > {mark} ORDER BY id LIMIT {mark}")
+                      "state = 'active' AND id > %s ORDER BY id LIMIT %s")
+        if self.engine.dialect.name == "sqlite":
+            self._page = ("SELECT json_group_array(json_array(id, email, name, soft_bounces)) "
+                          "FROM (SELECT id, email, name, soft_bounces FROM subscribers WHERE "
+                          "state = 'active' AND id > ? ORDER BY id LIMIT ?)")
 
     def _now(self) -> datetime:
         return self.ledger.clock()
@@ -271,15 +274,14 @@ class Subscribers:
         if self._missing or not stored_emails:
             return set()
         if self.ledger.engine.dialect.name == "sqlite":
-            # `+state`: look each address up by its unique index, not every active row
-            sql = ("SELECT email FROM subscribers WHERE +state = 'active' AND email IN "
-                   "(SELECT value FROM json_each(?))")
-            values: Any = json.dumps(stored_emails)
-        else:
-            sql = ("SELECT email FROM subscribers WHERE state = 'active' "
-                   "AND email = ANY(%s::text[])")
-            values = list(stored_emails)
-        return {row[0] for row in self.ledger.run_sql(sql, (values,))}
+            # `+state`: each address by its unique index, not every active row; one row back
+            # (one step: see `LedgerDatabase.run_transaction`)
+            sql = ("SELECT json_group_array(email) FROM subscribers WHERE +state = 'active' "
+                   "AND email IN (SELECT value FROM json_each(?))")
+            rows = self.ledger.run_sql(sql, (json.dumps(stored_emails),))
+            return set(json.loads(rows[0][0])) if rows and rows[0][0] else set()
+        sql = "SELECT email FROM subscribers WHERE state = 'active' AND email = ANY(%s::text[])"
+        return {row[0] for row in self.ledger.run_sql(sql, (list(stored_emails),))}
 
     def add(self, email: str, name: str | None = None, *, state: str = "active",
             force: bool = False) -> Subscriber:
@@ -495,8 +497,11 @@ class Subscribers:
         if self._missing:
             return
         last_id = 0
+        sqlite = self.engine.dialect.name == "sqlite"
         while True:
             rows = self.ledger.run_sql(self._page, (last_id, batch))
+            if sqlite:  # one JSON row per page (one step), in id order
+                rows = sorted(json.loads(rows[0][0])) if rows and rows[0][0] else []
             for row in rows:
                 yield Reader(row[1], row[2], row[3])
             if len(rows) < batch:
