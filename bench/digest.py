@@ -162,6 +162,7 @@ def make_subscribers(root: Path, count: int) -> Path:
     """A ledger database holding `count` active subscribers, to copy per run."""
     from bot.config import load_settings
     from bot.ledger import Ledger
+    from bot.subscriber_csv import import_csv
     from bot.subscribers import Subscribers
 
     folder = root / f"subscribers-{count}"
@@ -174,7 +175,7 @@ def make_subscribers(root: Path, count: int) -> Path:
             writer.writerow([f"reader{n:06d}@example.net", f"Reader {n}" if n % 2 else ""])
     ledger = Ledger(load_settings(config).database_url)
     try:
-        report = Subscribers(ledger).import_csv(csv_path)
+        report = import_csv(Subscribers(ledger), csv_path)
         assert report.added == count, report.summary()
     finally:
         ledger.close()

@@ -76,7 +76,7 @@ class BatchEntry:
 
 def _message(item: BatchItem) -> Message:
     return Message(key=item.key, kind="email", text="", raw=item.raw,
-                   extra={"message_id": item.message_id})
+                   message_id=item.message_id)
 
 
 class DeliveryStep:

@@ -121,7 +121,7 @@ def _describe(settings: Settings, campaign: str, channels: dict[str, Channel],
 def _send_test_copy(settings: Settings, prepared: PreparedEmail, channel: Channel, to: str,
                     report: DigestReport, now: datetime) -> None:
     """One copy to `to`, with its own unsubscribe link and a fresh Message-ID; no ledger."""
-    from bot.subscribers import normalise_email
+    from bot.addresses import normalise_email
 
     try:
         address = normalise_email(to)

@@ -25,7 +25,6 @@ from bot.words import counted
 
 # Gmail cuts the HTML of longer emails behind "[Message clipped]" (102 KB; the lower reading).
 GMAIL_CLIP_BYTES = 102_000
-NETWORK_NAMES = {"x": "X", "mastodon": "Mastodon", "bluesky": "Bluesky", "generic": "Post"}
 EXTENSIONS = {"image/jpeg": "jpg", "image/png": "png", "image/gif": "gif", "image/webp": "webp"}
 CSP = ("default-src 'none'; img-src 'self' data:; style-src 'unsafe-inline'; frame-src 'self'; "
        "base-uri 'none'; form-action 'none'")
@@ -95,6 +94,7 @@ class Card:
     network: str
     state: State
     issues: list[Issue] = field(default_factory=list)
+    network_title: str = ""  # the network's declared `title` ("X"); "" for an email
     # posts
     text: str = ""
     segments: list[Segment] = field(default_factory=list)
@@ -112,8 +112,8 @@ class Card:
 
     @property
     def network_name(self) -> str:
-        return "Email" if self.kind == "email" else NETWORK_NAMES.get(self.network,
-                                                                      self.network.title())
+        return "Email" if self.kind == "email" else (self.network_title
+                                                     or self.network.title())
 
 
 @dataclass

@@ -13,7 +13,6 @@ import os
 import stat
 import tempfile
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -26,16 +25,8 @@ from bot.image_fetch import (  # noqa: F401  (re-exported: callers import these 
     _too_big,
     redact_userinfo,
 )
+from bot.message import ProcessedImage  # noqa: F401  (re-exported: channels import it here)
 from bot.netguard import AllowEntry, AllowList
-
-BLUESKY_MAX_BYTES = 1_000_000
-X_MAX_BYTES = 5_000_000
-# Mastodon instances advertise their real limits; these are only the stock defaults
-# (app/models/media_attachment.rb: IMAGE_LIMIT 16 MB, MAX_MATRIX_LIMIT 7680x4320 since 4.4).
-MASTODON_DEFAULT_MAX_BYTES = 16_000_000
-MASTODON_DEFAULT_MAX_PIXELS = 33_177_600
-# X refuses images above 8192 px on a side (docs.x.com, media best practices).
-X_MAX_SIDE = 8192
 
 # Largest image (by its header) we accept at all. Pillow's default guard (~89 MP) rejects
 # legitimate 12,000 x 12,000 camera/stock images, so we raise it once and enforce our own caps.
@@ -64,18 +55,6 @@ _TRANSPOSE = {
     7: Image.Transpose.TRANSVERSE,
     8: Image.Transpose.ROTATE_90,
 }
-
-
-@dataclass(frozen=True)
-class ProcessedImage:
-    """Image bytes ready to upload, plus what was done to them."""
-
-    data: bytes
-    mime: str
-    width: int
-    height: int
-    original_size: int
-    resized: bool
 
 
 def load_image(
@@ -115,12 +94,15 @@ def fit_image(
     max_bytes: int,
     max_pixels: int | None = None,
     max_side: int | None = None,
+    png: bool = True,
     source: str = "(in memory)",
 ) -> ProcessedImage:
-    """Re-encode an image so it fits a network's byte/pixel/side limits.
+    """Re-encode an image so it fits a network's byte/pixel/side limits (each network declares
+    its own: `bot.network.ImageLimits`, read through `bot.render.media.prepare_for`).
 
     Orientation from EXIF is applied, then all metadata is dropped (only the ICC colour profile
-    is kept). Transparent images stay PNG when that fits; everything else becomes JPEG, stepping
+    is kept). Transparent images stay PNG when that fits and the network takes PNG (`png`);
+    everything else becomes JPEG, stepping
     quality down first and then scaling down, always keeping the aspect ratio. ``source`` only
     names the image in error messages.
     """
@@ -170,9 +152,10 @@ def fit_image(
         )
 
     if base.mode == "RGBA":
-        png = _encode(base, "PNG", icc)
-        if len(png) <= max_bytes:
-            return result(png, "image/png", base)
+        if png:
+            encoded = _encode(base, "PNG", icc)
+            if len(encoded) <= max_bytes:
+                return result(encoded, "image/png", base)
         base = _flatten(base)
 
     img = base

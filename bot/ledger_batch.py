@@ -5,11 +5,12 @@ The rules are the single-key ones of `bot.ledger` (a claim is an insert that onl
 key nobody has; an outcome is an update that only matches while this worker still holds the
 claim, under its lease), written as one statement over a list: SQLite reads the list from one
 JSON parameter (`json_each`), PostgreSQL from arrays (`unnest`). One statement is one
-transaction, so a batch is claimed, or recorded, whole or not at all. Outcomes on PostgreSQL
-are one `UPDATE ... FROM unnest(...)`; on SQLite, whose planner would drive such an update by
-the campaign's rows rather than the key's index, they are N prepared single-key updates in one
-`BEGIN IMMEDIATE` transaction. Each statement is built once per dialect; only the parameters
-change.
+transaction, so a batch is claimed, or recorded, whole or not at all. PostgreSQL records with
+one `UPDATE ... FROM unnest(...)`. SQLite, whose planner would drive such an update by the
+campaign's rows rather than the key's index, fills a temporary table in the same transaction
+and updates from it; there every statement runs in one step, since the driver gives the GIL
+back at each step (see `LedgerDatabase.run_transaction`). Statements are built once per
+dialect; only the parameters change.
 """
 
 from __future__ import annotations
@@ -46,25 +47,38 @@ class OpenRow:
     next_attempt_at: datetime | None
 
 
+# SQLite: every statement runs in one step, lists travel as JSON (see
+# `LedgerDatabase.run_transaction` for why), and outcomes go through a temporary table so the
+# update is driven by the key's unique index.
 _SQLITE = {
     "claim": (
         "INSERT INTO deliveries (campaign, channel, recipient, state, attempts, worker, "
         "lease_until, created_at, updated_at) SELECT ?, ?, value, 'claimed', 1, ?, ?, ?, ? "
         "FROM json_each(?) WHERE true "
-        "ON CONFLICT (campaign, channel, recipient) DO NOTHING RETURNING recipient"),
-    # One transaction of N single-key updates (the planner cannot be made to drive an UPDATE
-    # ... FROM json_each by the key's index); `updated` then names the ones that matched.
+        "ON CONFLICT (campaign, channel, recipient) DO NOTHING"),
+    "claimed": (
+        "SELECT json_group_array(recipient) FROM deliveries WHERE campaign = ? AND channel = ? "
+        "AND recipient IN (SELECT value FROM json_each(?)) AND worker = ? AND created_at = ?"),
+    "outcomes": ("CREATE TEMP TABLE IF NOT EXISTS briefbot_outcomes (recipient TEXT PRIMARY "
+                 "KEY, state TEXT, remote_id TEXT, remote_url TEXT, note TEXT, retry_at TEXT, "
+                 "sent_at TEXT)"),
+    "clear": "DELETE FROM temp.briefbot_outcomes",
+    "fill": ("INSERT INTO temp.briefbot_outcomes SELECT value ->> 0, value ->> 1, value ->> 2, "
+             "value ->> 3, value ->> 4, value ->> 5, value ->> 6 FROM json_each(?)"),
     "record": (
-        "UPDATE deliveries SET state = ?, remote_id = ?, remote_url = ?, last_error = ?, "
-        "next_attempt_at = ?, sent_at = ?, lease_until = NULL, updated_at = ? "
-        "WHERE campaign = ? AND channel = ? AND recipient = ? AND state = 'claimed' "
-        "AND worker = ?"),
+        "UPDATE deliveries SET (state, remote_id, remote_url, last_error, next_attempt_at, "
+        "sent_at) = (SELECT state, remote_id, remote_url, note, retry_at, sent_at "
+        "FROM temp.briefbot_outcomes AS o WHERE o.recipient = deliveries.recipient), "
+        "lease_until = NULL, updated_at = ? WHERE campaign = ? AND channel = ? AND recipient IN "
+        "(SELECT recipient FROM temp.briefbot_outcomes) AND +state = 'claimed' "
+        "AND +worker = ?"),
     "updated": (
-        "SELECT recipient FROM deliveries WHERE campaign = ? AND channel = ? AND recipient IN "
-        "(SELECT value FROM json_each(?)) AND updated_at = ? AND worker = ?"),
+        "SELECT json_group_array(recipient) FROM deliveries WHERE campaign = ? AND channel = ? "
+        "AND recipient IN (SELECT value FROM json_each(?)) AND updated_at = ? AND worker = ?"),
     "rows": (
-        "SELECT recipient, state, attempts, next_attempt_at FROM deliveries "
-        "WHERE campaign = ? AND channel = ? AND recipient IN (SELECT value FROM json_each(?))"),
+        "SELECT json_group_array(json_array(recipient, state, attempts, next_attempt_at)) "
+        "FROM deliveries WHERE campaign = ? AND channel = ? "
+        "AND recipient IN (SELECT value FROM json_each(?))"),
     "any": "SELECT 1 FROM deliveries WHERE campaign = ? AND channel = ? LIMIT 1",
     "by_remote": ("SELECT campaign FROM deliveries WHERE recipient = ? AND remote_id = ? "
                   "ORDER BY id DESC LIMIT 1"),
@@ -116,10 +130,17 @@ class BatchClaims(LedgerDatabase):
             return set()
         moment = self.clock()
         now = self._time(moment)
-        rows = self.run_sql(self._batch_sql("claim"), (
-            campaign, channel, self.worker, self._time(moment + self.lease), now, now,
-            self._list(recipients)), write=True)
-        return {row[0] for row in rows}
+        params = (campaign, channel, self.worker, self._time(moment + self.lease), now, now,
+                  self._list(recipients))
+        if not self._sqlite:
+            return {row[0] for row in self.run_sql(self._batch_sql("claim"), params,
+                                                   write=True)}
+        [inserted] = self.run_transaction([(self._batch_sql("claim"), params)])
+        if inserted == len(recipients):
+            return set(recipients)
+        # Some were taken before (a resumed run, another process): say which are ours now.
+        return set(self._json_column("claimed", (campaign, channel, params[-1], self.worker,
+                                                 now)))
 
     def record_batch(self, campaign: str, channel: str,
                      outcomes: Sequence[Outcome]) -> set[str]:
@@ -140,17 +161,24 @@ class BatchClaims(LedgerDatabase):
 
     def _record_sqlite(self, campaign: str, channel: str, outcomes: Sequence[Outcome],
                        now: str) -> set[str]:
-        rows = [(o.state, o.remote_id, o.remote_url, o.note and o.note[:2000],
-                 self._time(o.retry_at), now if o.state == "sent" else None, now,
-                 campaign, channel, o.recipient, self.worker) for o in outcomes]
-        matched = self.run_many(self._batch_sql("record"), rows)
+        data = json.dumps([[o.recipient, o.state, o.remote_id, o.remote_url,
+                            o.note and o.note[:2000], self._time(o.retry_at),
+                            now if o.state == "sent" else None] for o in outcomes])
+        sql = self._batch_sql
+        *_, matched = self.run_transaction([
+            (sql("outcomes"), ()), (sql("clear"), ()), (sql("fill"), (data,)),
+            (sql("record"), (now, campaign, channel, self.worker))])
         names = [o.recipient for o in outcomes]
-        if matched == len(rows):
+        if matched == len(outcomes):
             return set(names)
         # Some claims were taken over meanwhile (rare): say which rows this call wrote.
-        found = self.run_sql(self._batch_sql("updated"),
-                             (campaign, channel, json.dumps(names), now, self.worker))
-        return {row[0] for row in found}
+        return set(self._json_column("updated", (campaign, channel, json.dumps(names), now,
+                                                 self.worker)))
+
+    def _json_column(self, name: str, params: tuple[Any, ...]) -> list[Any]:
+        """A SQLite query answering one `json_group_array` row, as a list."""
+        rows = self.run_sql(self._batch_sql(name), params)
+        return json.loads(rows[0][0]) if rows and rows[0][0] else []
 
     def renew_each(self, keys: Iterable[DeliveryKey], until: datetime) -> int:
         """`Ledger.renew` on PostgreSQL: each key's lease in its own autocommitted statement,
@@ -168,8 +196,9 @@ class BatchClaims(LedgerDatabase):
         """The rows these recipients already have (none, on a first run)."""
         if not recipients:
             return {}
-        rows = self.run_sql(self._batch_sql("rows"),
-                            (campaign, channel, self._list(recipients)))
+        params = (campaign, channel, self._list(recipients))
+        rows = (self._json_column("rows", params) if self._sqlite
+                else self.run_sql(self._batch_sql("rows"), params))
         return {r[0]: OpenRow(r[1], r[2], self._read_time(r[3])) for r in rows}
 
     def campaign_of_receipt(self, remote_id: str, recipient: str) -> str | None:

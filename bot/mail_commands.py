@@ -125,11 +125,13 @@ def cmd_subscribers_remove(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_subscribers_import(args: argparse.Namespace, settings: Settings) -> int:
+    from bot.subscriber_csv import import_csv
+
     path = Path(args.file)
     if not path.is_file():
         raise UsageError(f"{path}: no such file; give a CSV with columns email[,name][,state]")
     with _subscriber_list(settings) as subscribers:
-        report = subscribers.import_csv(path)
+        report = import_csv(subscribers, path)
     for row in report.rejected:
         print(f"{path}:{row.line}: {row.reason}", file=sys.stderr)
     print(report.summary(), file=sys.stderr if report.rejected else sys.stdout)
@@ -137,12 +139,14 @@ def cmd_subscribers_import(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_subscribers_export(args: argparse.Namespace, settings: Settings) -> int:
+    from bot.subscriber_csv import export_csv
+
     with _subscriber_list(settings, readonly=True) as subscribers:
         if not args.file or args.file == "-":
-            subscribers.export_csv(sys.stdout)
+            export_csv(subscribers, sys.stdout)
             return EXIT_OK
         with open(args.file, "w", encoding="utf-8", newline="") as out:
-            rows = subscribers.export_csv(out)
+            rows = export_csv(subscribers, out)
     print(f"{counted(rows, 'subscriber')} written to {args.file}", file=sys.stderr)
     return EXIT_OK
 

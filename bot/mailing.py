@@ -61,7 +61,7 @@ def mail_brief(channel: Channel, message: Message) -> Receipt:
     only those are tried again.
     """
     settings = channel.settings
-    prepared: PreparedEmail = message.extra["prepared"]
+    prepared: PreparedEmail = message.prepared_email
     now = datetime.now(UTC)
     report = DigestReport(period=None, now=now, briefs=[message.key.campaign])
     mail(settings, [channel], message.key.campaign, prepared, report, progress=False)
@@ -310,12 +310,11 @@ class Mailing:
             if isinstance(prepared, ValueError):
                 raise prepared  # an address that cannot be written into a header
             message_id, data = prepared
-            return Message(key=key, kind="email", text="", raw=data,
-                           extra={"message_id": message_id})
+            return Message(key=key, kind="email", text="", raw=data, message_id=message_id)
 
         result = self.step.deliver(
             key, Prior(row.state, row.attempts) if row is not None else None, self.now, build,
-            send=lambda m: self.channel.send_email(key, m.raw, m.extra["message_id"]))
+            send=lambda m: self.channel.send_email(key, m.raw, m.message_id))
         self._account(result, subscriber, tally)
 
     def _waits(self, row: _Row | None) -> str | None:

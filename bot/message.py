@@ -5,7 +5,7 @@ ledger and the orchestration all import it and never each other for these names.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -72,9 +72,55 @@ class DeliveryKey:
         return cls(*parts)
 
 
+class NoteKind(StrEnum):
+    """What a note on a message is about, so a preview can group and place it."""
+
+    HASHTAG_DROPPED = "hashtag-dropped"  # `subject` is the hashtag
+    CUT = "cut"  # other text shortened or dropped to fit the network's limit
+    IMAGE_LEFT_OUT = "image-left-out"  # the hero image could not go with the post
+    WARNING = "warning"  # anything else worth a look before it goes out
+
+
+@dataclass(frozen=True)
+class Note:
+    """Something worth showing with a message before it is sent: what was cut, a warning."""
+
+    kind: NoteKind
+    text: str  # says it all on its own, for logs, receipts and `run --dry-run`
+    severity: str = "warning"  # or "error"
+    subject: str | None = None
+
+    def __str__(self) -> str:
+        return self.text
+
+
+@dataclass(frozen=True)
+class ProcessedImage:
+    """Image bytes ready to upload, plus what was done to them (`bot.images` makes them)."""
+
+    data: bytes
+    mime: str
+    width: int
+    height: int
+    original_size: int
+    resized: bool
+
+
+@dataclass(frozen=True)
+class LinkCard:
+    """What a network's preview of `Message.link` shows: the brief's title and summary."""
+
+    title: str = ""
+    summary: str = ""
+
+
 @dataclass(frozen=True)
 class Message:
-    """One outgoing unit, rendered and ready to send: a post or an email."""
+    """One outgoing unit, rendered and ready to send: a post or an email.
+
+    Every field is the same for every adapter; a plugin that carries data of its own from
+    `render` to `send` subclasses this frozen dataclass with its fields.
+    """
 
     key: DeliveryKey
     kind: str  # "post" or "email"
@@ -87,8 +133,15 @@ class Message:
     raw: bytes | None = None  # a complete RFC 5322 message, for email
     length: int | None = None
     limit: int | None = None
-    notes: tuple[str, ...] = ()  # what was cut to fit, warnings worth showing in a preview
-    extra: dict[str, Any] = field(default_factory=dict)
+    notes: tuple[Note, ...] = ()  # what was cut to fit, warnings worth showing in a preview
+    card: LinkCard | None = None
+    language: str | None = None  # the brief's own BCP 47 tag, over the channel's
+    facets: tuple[dict[str, Any], ...] = ()  # Bluesky's rich-text facets (links, tags)
+    fitted_image: ProcessedImage | None = None  # the hero image fitted to this network
+    # The rendered email before its recipients (a bot.render.mime.PreparedEmail; typed Any so
+    # this leaf imports nothing of ours), and one recipient's Message-ID.
+    prepared_email: Any = None
+    message_id: str | None = None
 
     @property
     def idempotency_key(self) -> str:

@@ -27,13 +27,12 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from bot.briefs import Brief, BriefReader, Problem, brief_files
-from bot.channels import Channel, Message
+from bot.channels import Channel, Message, network_of
 from bot.config import Settings
 from bot.gallery import (  # noqa: F401  (CSP, GMAIL_CLIP_BYTES: re-exported)
     CSP,
     EXTENSIONS,
     GMAIL_CLIP_BYTES,
-    NETWORK_NAMES,
     Card,
     EmailView,
     Entry,
@@ -50,15 +49,10 @@ from bot.gallery import (  # noqa: F401  (CSP, GMAIL_CLIP_BYTES: re-exported)
     human_bytes,
     write_gallery,
 )
-from bot.images import (
-    BLUESKY_MAX_BYTES,
-    MASTODON_DEFAULT_MAX_BYTES,
-    X_MAX_BYTES,
-    ImageError,
-    ProcessedImage,
-)
+from bot.images import ImageError, ProcessedImage
 from bot.ledger import Ledger
-from bot.message import DeliveryKey
+from bot.message import DeliveryKey, NoteKind
+from bot.network import EMBED_CARD, NO_CARD, Network
 from bot.plan import Plan, Step, make_plan, open_for_planning, plan_digest
 from bot.preview_email import (  # noqa: F401  (re-exported)
     SAMPLE_RECIPIENT,
@@ -66,18 +60,11 @@ from bot.preview_email import (  # noqa: F401  (re-exported)
     EmailCards,
 )
 from bot.redaction import redact
-from bot.render.media import ImageMemo, images_once, prepare_image
+from bot.render.media import ImageMemo, images_once, prepare_for
 from bot.render.post import link_problem
 
-POST_NETWORKS = ("x", "mastodon", "bluesky")
-UNITS = {"x": "weighted characters", "bluesky": "graphemes", "mastodon": "characters",
-         "generic": "characters"}
-IMAGE_LIMITS = {"x": X_MAX_BYTES, "bluesky": BLUESKY_MAX_BYTES,
-                "mastodon": MASTODON_DEFAULT_MAX_BYTES}
-BLUESKY_MAX_TEXT_BYTES = 3000
 # A brief's states on one channel, most urgent first: a brief shows the first of its channels'.
-_MISSING_IMAGE = "hero image left out:"
-_CUTS = ("dropped hashtag ", "dropped extra text", "shortened title", "dropped title")
+_CUTS = (NoteKind.HASHTAG_DROPPED, NoteKind.CUT)
 
 
 # -- building ------------------------------------------------------------------------------------
@@ -138,13 +125,12 @@ class _Builder(EmailCards):
         draft = (brief.status or "").lower() not in self.statuses
         if draft and not self.include_drafts:
             return None
-        blockers = [b for b in brief.blockers(self.statuses) if not b.startswith("status is")]
         issues: list[Issue] = []
         if draft:
             issues.append(Issue("warning", f"Draft: status is {brief.status or 'missing'!r}, "
                                 f"so it is never published; set `status: {self.statuses[0]}` "
                                 "when it is ready"))
-        elif blockers:
+        elif blockers := brief.blockers(self.statuses):  # a draft's only blocker is its status
             issues.append(Issue("error", "Blocked: will not be published until fixed: "
                                 + "; ".join(blockers)))
         for problem in (*brief.problems, *filter(None, [link_problem(brief)])):
@@ -163,9 +149,10 @@ class _Builder(EmailCards):
         return State(step.state, step.reason, url if _is_web(url) else None)
 
     def _card(self, brief: Brief, channel: Channel, state: State) -> Card:
-        network = _network(channel)
+        network = network_of(channel)
         if state.name in ("sent", "changed", "skipped", "in-flight"):
-            card = Card("receipt", channel.name, network, state)
+            card = Card("receipt", channel.name, network.name, state,
+                        network_title=network.title)
             card.sent_text = self.ledger.sent_text(DeliveryKey(f"brief:{brief.id}",
                                                                channel.name))
             return card
@@ -173,7 +160,7 @@ class _Builder(EmailCards):
         try:
             message = channel.render(brief, key)
             if message.kind == "email":
-                prepared = message.extra.get("prepared")
+                prepared = message.prepared_email
                 card = Card("email", channel.name, "email", state)
                 card.email = self._email(prepared, "Single-brief email", card.issues,
                                          [brief]) if prepared else None
@@ -183,59 +170,63 @@ class _Builder(EmailCards):
                 return card
             return self._post(brief, channel, network, state, message)
         except Exception as error:  # noqa: BLE001 - one broken brief must not stop the preview
-            return Card("error", channel.name, network, State("error", "cannot render"),
+            return Card("error", channel.name, network.name, State("error", "cannot render"),
                         [Issue("error", f"cannot render for {channel.name}: "
-                               f"{redact(str(error))}")])
+                               f"{redact(str(error))}")], network_title=network.title)
 
     # -- posts -------------------------------------------------------------------------------
 
-    def _post(self, brief: Brief, channel: Channel, network: str, state: State,
+    def _post(self, brief: Brief, channel: Channel, network: Network, state: State,
               message: Message) -> Card:
-        card = Card("post", channel.name, network, state, text=message.text,
-                    length=message.length, limit=message.limit,
-                    unit=UNITS.get(network, "characters"))
-        card.segments = _segments(message.text, message.extra.get("facets") or ())
-        cuts = [note for note in message.notes if note.startswith(_CUTS)]
+        card = Card("post", channel.name, network.name, state, text=message.text,
+                    length=message.length, limit=message.limit, unit=network.unit,
+                    network_title=network.title)
+        card.segments = _segments(message.text, message.facets)
+        cuts = [note for note in message.notes if note.kind in _CUTS]
         if cuts:
-            tags = [note.removeprefix("dropped hashtag ") for note in cuts
-                    if note.startswith("dropped hashtag ")]
-            rest = [note for note in cuts if not note.startswith("dropped hashtag ")]
+            tags = [note.subject or "" for note in cuts
+                    if note.kind is NoteKind.HASHTAG_DROPPED]
+            rest = [note.text for note in cuts if note.kind is NoteKind.CUT]
             parts = ([f"dropped hashtag{'s' if len(tags) > 1 else ''} {' '.join(tags)}"]
                      if tags else []) + rest
             card.issues.append(Issue("warning", f"cut to fit {message.limit} {card.unit}: "
                                      + "; ".join(parts)))
-        card.issues.extend(Issue("warning", redact(note)) for note in message.notes
-                           if note not in cuts)
+        card.issues.extend(Issue(note.severity, redact(note.text)) for note in message.notes
+                           if note.kind not in _CUTS)
         if message.length is not None and message.limit is not None and (
             message.length > message.limit
         ):
             card.issues.append(Issue("error", f"{message.length} {card.unit} is over the limit "
                                      f"of {message.limit}: the network will refuse it"))
-        if network == "bluesky":
+        max_bytes = network.rules(channel.options).max_bytes
+        if max_bytes is not None:
             card.text_bytes = len(message.text.encode("utf-8"))
-            if card.text_bytes > BLUESKY_MAX_TEXT_BYTES:
-                card.issues.append(Issue("error", f"{card.text_bytes} bytes is over Bluesky's "
-                                         f"{BLUESKY_MAX_TEXT_BYTES}-byte limit"))
+            if card.text_bytes > max_bytes:
+                card.issues.append(Issue("error", f"{card.text_bytes} bytes is over "
+                                         f"{network.title}'s {max_bytes}-byte limit"))
         self._post_image(brief, channel, network, message, card)
         card.link_card = self._link_card(channel, network, message, card.image)
         return card
 
-    def _post_image(self, brief: Brief, channel: Channel, network: str, message: Message,
+    def _post_image(self, brief: Brief, channel: Channel, network: Network, message: Message,
                     card: Card) -> None:
         if not brief.image:
             return
-        processed = message.extra.get("image")
-        warning = next((n for n in message.notes if n.startswith(_MISSING_IMAGE)), None)
-        stand_in = channel.type not in POST_NETWORKS and network in IMAGE_LIMITS
-        limit = IMAGE_LIMITS.get(network) if channel.type not in ("mastodon",) else None
+        processed = message.fitted_image
+        warning = next((n.text for n in message.notes if n.kind is NoteKind.IMAGE_LEFT_OUT),
+                       None)
+        stand_in = channel.network is None and network.images is not None
+        # The declared byte limit, unless the adapter fitted the image to the limits the
+        # service announced (a Mastodon instance's own).
+        announced = network.limits_announced and not stand_in
+        limit = network.images.max_bytes if network.images and not announced else None
         how = "as uploaded"
-        if processed is None and warning is None and stand_in:
+        if processed is None and warning is None and stand_in and network.images is not None:
             # An outbox standing in for a network: fit the image as that network's adapter would.
-            processed, warning = prepare_image(self.settings, brief,
-                                               max_bytes=IMAGE_LIMITS[network])
+            processed, warning = prepare_for(self.settings, brief, network.images)
             if warning:
                 card.issues.append(Issue("warning", redact(warning)))
-            how = f"as {NETWORK_NAMES[network]} would receive it"
+            how = f"as {network.title} would receive it"
         if isinstance(processed, ProcessedImage):
             card.image = self._picture(processed.data, processed.mime, processed.width,
                                        processed.height, alt=message.image_alt)
@@ -262,9 +253,9 @@ class _Builder(EmailCards):
             card.issues.append(Issue("warning", "the hero image has no alt text; add `image_alt` "
                                      "to the brief"))
 
-    def _image_size_issues(self, brief: Brief, processed: ProcessedImage, network: str,
+    def _image_size_issues(self, brief: Brief, processed: ProcessedImage, network: Network,
                            limit: int | None, card: Card) -> None:
-        name = NETWORK_NAMES.get(network, network)
+        name = network.title
         if limit is not None and processed.original_size > limit:
             original = human_bytes(processed.original_size)
             card.issues.append(Issue("warning", f"hero image is {original}, over {name}'s "
@@ -280,14 +271,14 @@ class _Builder(EmailCards):
                                      f"{processed.width}×{processed.height} to fit {name}'s "
                                      "limits"))
 
-    def _link_card(self, channel: Channel, network: str, message: Message,
+    def _link_card(self, channel: Channel, network: Network, message: Message,
                    image: Picture | None) -> LinkCard | None:
-        if not message.link or network not in POST_NETWORKS:
+        if not message.link or network.link_card == NO_CARD:
             return None
-        title = str(message.extra.get("title") or "")
-        summary = str(message.extra.get("summary") or "")
+        title = message.card.title if message.card else ""
+        summary = message.card.summary if message.card else ""
         domain = urlsplit(message.link).hostname or message.link
-        if network == "bluesky":
+        if network.link_card == EMBED_CARD:
             embed = str(channel.options.get("embed") or "auto")
             if embed == "image" or (image is not None and embed != "card"):
                 return None
@@ -295,9 +286,9 @@ class _Builder(EmailCards):
                             image if embed == "card" else None,
                             "the link card is posted with the brief's title and summary")
         if image is not None:
-            return None  # X and Mastodon show no link card under an attached image
+            return None  # a network that builds the card shows none under an attached image
         return LinkCard(message.link, domain, title, summary, None,
-                        f"{NETWORK_NAMES[network]} builds this card from the page's own "
+                        f"{network.title} builds this card from the page's own "
                         "metadata; the brief's title and summary stand in for it here")
 
     # -- helpers -----------------------------------------------------------------------------
@@ -326,13 +317,6 @@ class _Builder(EmailCards):
         turn = period_containing(self.now, self.settings.tz,
                                  self.settings.config.email.period_days).end.astimezone(UTC)
         return min([*upcoming, turn])
-
-
-def _network(channel: Channel) -> str:
-    if channel.type in POST_NETWORKS:
-        return channel.type
-    network = str(channel.options.get("network") or "generic")
-    return network if network in NETWORK_NAMES else "generic"
 
 
 # -- `briefbot serve`: the live gallery ---------------------------------------------------------

@@ -45,7 +45,7 @@ class Outcome:
         }
         if self.message is not None:
             data.update(text=self.message.text, length=self.message.length,
-                        limit=self.message.limit, notes=list(self.message.notes))
+                        limit=self.message.limit, notes=[note.text for note in self.message.notes])
         return data
 
 

@@ -175,7 +175,7 @@ def _add_rates(ledger: Ledger, mailings: list[dict[str, Any]]) -> None:
     what was sent, with a warning past what mailbox providers tolerate."""
     from sqlalchemy import inspect
 
-    from bot.bounces import campaign_counts
+    from bot.bounce_applying import campaign_counts
 
     reports = campaign_counts(ledger) if ledger.exists and inspect(ledger.engine).has_table(
         "mail_reports") else {}

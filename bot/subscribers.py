@@ -9,26 +9,16 @@ costs one batch of memory.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
-from typing import Any, NamedTuple, TextIO
+from datetime import datetime, timedelta
+from typing import Any, NamedTuple
 
-from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import (
-    Column,
     Connection,
-    DateTime,
     Engine,
-    Index,
-    Integer,
-    String,
-    Table,
     bindparam,
     delete,
     func,
@@ -37,64 +27,19 @@ from sqlalchemy import (
     update,
 )
 
-from bot.ledger import Ledger, metadata
-
-STATES = ("pending", "active", "unsubscribed", "bounced")
-LEFT = ("unsubscribed", "bounced")  # states an import or `add` from a file never overrides
-IMPORT_COLUMNS = ("email", "name", "state")
-EXPORT_COLUMNS = (*IMPORT_COLUMNS, "created_at", "confirmed_at", "unsubscribed_at", "bounced_at",
-                  "reason")
-CONFIRMATION_RESEND_AFTER = timedelta(minutes=10)
-
-subscribers = Table(
-    "subscribers",
-    metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    # The address in lower case, the one key (`Case@` and `case@` are one subscriber), and the
-    # spelling first given, for display.
-    Column("email", String(320), nullable=False, unique=True),
-    Column("display", String(320)),
-    Column("name", String(200)),
-    Column("state", String(16), nullable=False),
-    Column("created_at", DateTime(timezone=True), nullable=False),
-    Column("updated_at", DateTime(timezone=True), nullable=False),
-    Column("confirmed_at", DateTime(timezone=True)),
-    Column("unsubscribed_at", DateTime(timezone=True)),
-    Column("bounced_at", DateTime(timezone=True)),
-    Column("hard_bounces", Integer, nullable=False, default=0),
-    Column("soft_bounces", Integer, nullable=False, default=0),  # consecutive
-    # Why the address left: a bounce report's status, a complaint, an unsubscribe by email.
-    Column("reason", String(500)),
-    Index("ix_subscribers_state_id", "state", "id"),
+from bot.addresses import address_key, normalise_email
+from bot.ledger import Ledger
+from bot.subscriber_rows import (  # noqa: F401  (re-exported: callers import these from here)
+    LEFT,
+    STATES,
+    Entry,
+    Subscriber,
+    aware,
+    check_state,
+    subscribers,
 )
 
-
-def normalise_email(text: str) -> str:
-    """Trim, check the syntax, lower-case the domain; the local part is kept as written.
-
-    Raises ValueError with a message a user can act on. Deliverability (DNS) is not checked:
-    that needs the network and says little; bounces tell the truth later.
-    """
-    if not isinstance(text, str) or not text.strip():
-        raise ValueError("an email address is required")
-    candidate = text.strip()
-    try:
-        result = validate_email(candidate, check_deliverability=False)
-    except EmailNotValidError as error:
-        raise ValueError(f"{candidate!r} is not a valid email address: {error}") from None
-    return f"{result.local_part}@{result.domain.lower()}"
-
-
-def _check_state(state: str) -> str:
-    if state not in STATES:
-        raise ValueError(f"unknown state {state!r}; use one of: {', '.join(STATES)}")
-    return state
-
-
-def _aware(value: datetime | None) -> datetime | None:
-    if value is None:
-        return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+CONFIRMATION_RESEND_AFTER = timedelta(minutes=10)
 
 
 class Reader(NamedTuple):
@@ -105,92 +50,14 @@ class Reader(NamedTuple):
     soft_bounces: int
 
 
-@dataclass(frozen=True)
-class Subscriber:
-    id: int
-    email: str  # the key: lower case
-    display: str | None  # as first given
-    name: str | None
-    state: str
-    created_at: datetime
-    updated_at: datetime
-    confirmed_at: datetime | None
-    unsubscribed_at: datetime | None
-    bounced_at: datetime | None
-    hard_bounces: int
-    soft_bounces: int
-    reason: str | None = None
-
-    @classmethod
-    def from_row(cls, row: Any) -> Subscriber:
-        m = row._mapping
-        return cls(**{
-            name: _aware(m.get(name)) if name.endswith("_at") else m.get(name)
-            for name in cls.__dataclass_fields__
-        })
-
-    @property
-    def address(self) -> str:
-        return self.display or self.email
-
-    def as_dict(self) -> dict[str, Any]:
-        data = {k: v.isoformat() if isinstance(v, datetime) else v
-                for k, v in self.__dict__.items() if k != "display"}
-        return {**data, "email": self.address}
-
-
-def address_key(address: str) -> str:
-    """The one key of an address: providers treat the local part case-insensitively too."""
-    return address.lower()
-
-
-@dataclass(frozen=True)
-class RejectedRow:
-    line: int
-    reason: str
-
-    def __str__(self) -> str:
-        return f"line {self.line}: {self.reason}"
-
-
 @dataclass
-class ImportReport:
-    """What an import did, or, when any row was rejected, why it did nothing."""
+class Merged:
+    """What a merge did to the list."""
 
-    path: str
-    rows: int = 0
     added: int = 0
     updated: int = 0
     unchanged: int = 0
     kept_out: list[str] = field(default_factory=list)  # left the list before: not re-added
-    rejected: list[RejectedRow] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return not self.rejected
-
-    def summary(self) -> str:
-        if self.rejected:
-            return (f"{self.path}: {len(self.rejected)} of {self.rows} rows rejected; "
-                    "nothing was imported. Fix the rows above and import the file again")
-        return (f"{self.path}: {self.rows} rows: {self.added} added, {self.updated} updated, "
-                f"{self.unchanged} unchanged ({len(self.kept_out)} had unsubscribed or bounced "
-                "and were not re-added)")
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"path": self.path, "rows": self.rows, "added": self.added,
-                "updated": self.updated, "unchanged": self.unchanged,
-                "kept_out": self.kept_out,
-                "rejected": [{"line": r.line, "reason": r.reason} for r in self.rejected]}
-
-
-@dataclass(frozen=True)
-class _Row:
-    line: int
-    email: str  # the key
-    display: str
-    name: str | None
-    state: str
 
 
 class Subscribers:
@@ -212,9 +79,12 @@ class Subscribers:
             self._columns = [c for c in subscribers.c if c.name != "reason"]
         self._state = ledger.prepare(
             select(subscribers.c.state).where(subscribers.c.email == bindparam("email")))
-        mark = "?" if self.engine.dialect.name == "sqlite" else "%s"
         self._page = ("SELECT id, email, name, soft_bounces FROM subscribers WHERE "
-                      f"state = 'active' AND id > {mark} ORDER BY id LIMIT {mark}")
+                      "state = 'active' AND id > %s ORDER BY id LIMIT %s")
+        if self.engine.dialect.name == "sqlite":
+            self._page = ("SELECT json_group_array(json_array(id, email, name, soft_bounces)) "
+                          "FROM (SELECT id, email, name, soft_bounces FROM subscribers WHERE "
+                          "state = 'active' AND id > ? ORDER BY id LIMIT ?)")
 
     def _now(self) -> datetime:
         return self.ledger.clock()
@@ -271,15 +141,14 @@ class Subscribers:
         if self._missing or not stored_emails:
             return set()
         if self.ledger.engine.dialect.name == "sqlite":
-            # `+state`: look each address up by its unique index, not every active row
-            sql = ("SELECT email FROM subscribers WHERE +state = 'active' AND email IN "
-                   "(SELECT value FROM json_each(?))")
-            values: Any = json.dumps(stored_emails)
-        else:
-            sql = ("SELECT email FROM subscribers WHERE state = 'active' "
-                   "AND email = ANY(%s::text[])")
-            values = list(stored_emails)
-        return {row[0] for row in self.ledger.run_sql(sql, (values,))}
+            # `+state`: each address by its unique index, not every active row; one row back
+            # (one step: see `LedgerDatabase.run_transaction`)
+            sql = ("SELECT json_group_array(email) FROM subscribers WHERE +state = 'active' "
+                   "AND email IN (SELECT value FROM json_each(?))")
+            rows = self.ledger.run_sql(sql, (json.dumps(stored_emails),))
+            return set(json.loads(rows[0][0])) if rows and rows[0][0] else set()
+        sql = "SELECT email FROM subscribers WHERE state = 'active' AND email = ANY(%s::text[])"
+        return {row[0] for row in self.ledger.run_sql(sql, (list(stored_emails),))}
 
     def add(self, email: str, name: str | None = None, *, state: str = "active",
             force: bool = False) -> Subscriber:
@@ -290,7 +159,7 @@ class Subscribers:
         """
         display = normalise_email(email)
         key = address_key(display)
-        _check_state(state)
+        check_state(state)
         now = self._now()
         with self.engine.begin() as conn:
             conn.execute(
@@ -304,7 +173,7 @@ class Subscribers:
             changes: dict[str, Any] = {}
             if current.state in LEFT and state not in LEFT and not force:
                 raise ValueError(
-                    f"{display} {current.state} on {_aware(current.updated_at):%Y-%m-%d}; they "
+                    f"{display} {current.state} on {aware(current.updated_at):%Y-%m-%d}; they "
                     "come back only through their own confirmed sign-up, or with --force if "
                     "they asked you themselves")
             if name and current.name != name:
@@ -346,7 +215,7 @@ class Subscribers:
             if current.state == "active":
                 return False
             if current.state in ("pending", *LEFT) and (
-                _aware(current.updated_at) > now - CONFIRMATION_RESEND_AFTER
+                aware(current.updated_at) > now - CONFIRMATION_RESEND_AFTER
             ):
                 return False
             if current.state in LEFT:
@@ -495,8 +364,11 @@ class Subscribers:
         if self._missing:
             return
         last_id = 0
+        sqlite = self.engine.dialect.name == "sqlite"
         while True:
             rows = self.ledger.run_sql(self._page, (last_id, batch))
+            if sqlite:  # one JSON row per page (one step), in id order
+                rows = sorted(json.loads(rows[0][0])) if rows and rows[0][0] else []
             for row in rows:
                 yield Reader(row[1], row[2], row[3])
             if len(rows) < batch:
@@ -505,7 +377,7 @@ class Subscribers:
 
     def iter_all(self, state: str | None = None, batch: int = 1000) -> Iterator[Subscriber]:
         if state is not None:
-            _check_state(state)
+            check_state(state)
         return self._stream(state, batch)
 
     def count(self, state: str | None = None) -> int:
@@ -513,82 +385,53 @@ class Subscribers:
             return 0
         query = select(func.count()).select_from(subscribers)
         if state is not None:
-            query = query.where(subscribers.c.state == _check_state(state))
+            query = query.where(subscribers.c.state == check_state(state))
         with self.engine.connect() as conn:
             return int(conn.execute(query).scalar_one())
 
-    def export_csv(self, out: TextIO) -> int:
-        """Every subscriber, any state (the unsubscribed are the do-not-mail list); returns rows."""
-        writer = csv.writer(out, lineterminator="\n")
-        writer.writerow(EXPORT_COLUMNS)
-        rows = 0
-        for sub in self._stream(None, 1000):
-            data = sub.as_dict()
-            writer.writerow([_cell(data[c]) for c in EXPORT_COLUMNS])
-            rows += 1
-        return rows
+    def merge(self, entries: Sequence[Entry]) -> Merged:
+        """Add the new addresses and update the known ones, all in one transaction.
 
-    def import_csv(self, path: Path) -> ImportReport:
-        """Import `email[,name][,state]` rows: all of them, or, if any is rejected, none.
-
-        A header row naming the columns is optional. Addresses that unsubscribed or bounced
-        are never re-added, and an import never demotes an active address to pending.
+        Addresses that unsubscribed or bounced are never re-added, and a merge never demotes
+        an active address to pending.
         """
-        path = Path(path)
-        report = ImportReport(path=str(path))
-        rows = _read_rows(path, report)
-        if report.rejected:
-            return report
+        merged = Merged()
         now = self._now()
         with self.engine.begin() as conn:
-            for start in range(0, len(rows), 500):
-                chunk = rows[start:start + 500]
+            for start in range(0, len(entries), 500):
+                chunk = entries[start:start + 500]
                 existing = {
                     r.email: r for r in conn.execute(
                         select(subscribers.c.email, subscribers.c.name, subscribers.c.state)
-                        .where(subscribers.c.email.in_([row.email for row in chunk]))
+                        .where(subscribers.c.email.in_([entry.email for entry in chunk]))
                     )
                 }
                 new = []
-                for row in chunk:
-                    current = existing.get(row.email)
+                for entry in chunk:
+                    current = existing.get(entry.email)
                     if current is None:
-                        new.append(_new_row(row.email, row.name, row.state, now, row.display))
+                        new.append(_new_row(entry.email, entry.name, entry.state, now,
+                                            entry.display))
                         continue
-                    changes = _import_changes(current, row, now)
-                    if current.state in LEFT and row.state not in LEFT:
-                        report.kept_out.append(row.display)
+                    changes = _merge_changes(current, entry, now)
+                    if current.state in LEFT and entry.state not in LEFT:
+                        merged.kept_out.append(entry.display)
                     if changes:
                         conn.execute(update(subscribers)
-                                     .where(subscribers.c.email == row.email)
+                                     .where(subscribers.c.email == entry.email)
                                      .values(updated_at=now, **changes))
-                        report.updated += 1
+                        merged.updated += 1
                     else:
-                        report.unchanged += 1
+                        merged.unchanged += 1
                 if new:
                     result = conn.execute(
                         self._insert(subscribers).on_conflict_do_nothing(
                             index_elements=["email"]), new,
                     )
                     added = result.rowcount if result.rowcount >= 0 else len(new)
-                    report.added += added
-                    report.unchanged += len(new) - added
-        return report
-
-
-# A spreadsheet runs a cell starting with one of these as a formula (CSV injection).
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-
-
-def _cell(value: Any) -> str:
-    """A CSV cell a spreadsheet shows as text: a leading `'` before what it would run, which
-    an import takes off again."""
-    text = "" if value is None else str(value)
-    return f"'{text}" if text.startswith(_FORMULA_START) else text
-
-
-def _uncell(text: str) -> str:
-    return text[1:] if text.startswith("'") and text[1:2] in _FORMULA_START else text
+                    merged.added += added
+                    merged.unchanged += len(new) - added
+        return merged
 
 
 def _stamps(state: str, now: datetime) -> dict[str, datetime]:
@@ -608,7 +451,7 @@ def _new_row(email: str, name: str | None, state: str, now: datetime,
             **_stamps(state, now)}
 
 
-def _import_changes(current: Any, row: _Row, now: datetime) -> dict[str, Any]:
+def _merge_changes(current: Any, row: Entry, now: datetime) -> dict[str, Any]:
     if current.state in LEFT:
         return {}  # whoever left stays out, untouched; only an operator's `add` brings them back
     changes: dict[str, Any] = {}
@@ -618,57 +461,6 @@ def _import_changes(current: Any, row: _Row, now: datetime) -> dict[str, Any]:
     if row.state in LEFT or promotes:
         changes.update(state=row.state, **_stamps(row.state, now))
     return changes
-
-
-def _read_rows(path: Path, report: ImportReport) -> list[_Row]:
-    """Parse and validate every row; problems go to `report.rejected` with their line."""
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as error:
-        report.rejected.append(RejectedRow(0, f"{path} is not UTF-8 text ({error.reason} at "
-                                              f"byte {error.start}); save it as UTF-8 CSV"))
-        return []
-    reader = csv.reader(io.StringIO(text, newline=""))
-    columns = list(IMPORT_COLUMNS)
-    rows: list[_Row] = []
-    seen: dict[str, int] = {}
-    first, end_of_previous = True, 0
-    for cells in reader:
-        line, end_of_previous = end_of_previous + 1, reader.line_num
-        cells = [c.strip() for c in cells]
-        if not any(cells):
-            continue
-        if first and cells[0].lower() == "email":
-            first = False
-            unknown = [c for c in cells if c.lower() not in EXPORT_COLUMNS]
-            if unknown:
-                report.rejected.append(RejectedRow(line, f"unknown column {unknown[0]!r}; "
-                                                         "the columns are email, name, state"))
-                return []
-            columns = [c.lower() for c in cells]
-            continue
-        first = False
-        report.rows += 1
-        if len(cells) > len(columns):
-            report.rejected.append(RejectedRow(
-                line, f"{len(cells)} values, expected at most {len(columns)} "
-                      f"({', '.join(columns)}); quote names that contain commas"))
-            continue
-        data = dict(zip(columns, cells, strict=False))
-        try:
-            display = normalise_email(data.get("email", ""))
-            state = _check_state(data.get("state") or "active")
-        except ValueError as error:
-            report.rejected.append(RejectedRow(line, str(error)))
-            continue
-        email = address_key(display)
-        if email in seen:
-            report.rejected.append(RejectedRow(
-                line, f"{display} appears twice (first on line {seen[email]}); keep one row"))
-            continue
-        seen[email] = line
-        rows.append(_Row(line, email, display, _uncell(data.get("name") or "") or None, state))
-    return rows
 
 
 def _dialect_insert(engine: Engine) -> Callable[..., Any]:

@@ -9,8 +9,8 @@ Postmark sends the Basic credentials set in its webhook URL; SendGrid signs the 
 the body with ECDSA; SNS signs each message with the key of a certificate it names, fetched
 only from an allowed HTTPS address, for a listed topic. Anything else gets 403 and changes
 nothing; a body that is not the provider's JSON gets 400. Each event is applied through
-`bot.bounces.Applier`, keyed by the Mailgun token, the Postmark record id, the SendGrid event
-id or the SNS message id, so a replayed or retried event changes nothing the second time.
+`bot.bounce_applying.Applier`, keyed by the Mailgun token, the Postmark record id, the SendGrid
+event id or the SNS message id, so a replayed or retried event changes nothing the second time.
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from bot.bounces import Applier, Directory, Finding, Reading, hard_status
+from bot.bounce_applying import Applier
+from bot.bounce_reading import Directory, Finding, Reading, hard_status
 from bot.config import ConfigError, Settings
 from bot.subscribers import Subscribers
 

@@ -21,21 +21,6 @@ PLUGINS = Path(__file__).resolve().parent / "plugins"
 sys.path.insert(0, str(PLUGINS))
 
 
-def write_brief(folder: Path, name: str, *, title: str = "A title", status: str = "published",
-                published_at: str = "2026-11-20T09:00:00Z", url: str | None = None,
-                body: str = "## WHAT HAPPENED\nSomething happened. It matters.\n",
-                extra: str = "") -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / name
-    url = url or f"https://example.org/{path.stem}"
-    path.write_text(
-        f"---\ntitle: {title!r}\nstatus: {status}\npublished_at: {published_at}\n"
-        f"source_url: {url}\ncategory: Research\n{extra}---\n\n{body}",
-        encoding="utf-8",
-    )
-    return path
-
-
 class Project:
     """A temporary briefbot setup: config.toml, a briefs folder, state and outbox."""
 

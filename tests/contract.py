@@ -48,6 +48,13 @@ and add `<name>` to `HARNESSES` in `tests/test_contract.py`. The harness object 
             # the far end performs the next post but the client never gets the answer (the
             # connection closes); pytest.skip("why") if the far end cannot do that
 
+    Optional, for a far end whose duplicate protection lasts only a while (Mastodon keeps an
+    Idempotency-Key an hour; X refuses a repeated text only for a time):
+
+        def pass_dedup_window(self) -> None
+            # move the far end's clock past that window (never sleep): from now on it takes
+            # the same message again as a new post
+
 The checks use only this protocol and the `Channel` interface, never adapter internals.
 """
 
@@ -57,11 +64,10 @@ import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol
-from zoneinfo import ZoneInfo
 
 import pytest
 
-from bot.briefs import Brief, BriefReader
+from bot.briefs import Brief
 from bot.channels import (
     CannotReconcile,
     Channel,
@@ -73,6 +79,7 @@ from bot.channels import (
 )
 from bot.config import Settings, parse_config
 from bot.ledger import DeliveryKey
+from tests.briefs_factory import publishable, write_brief
 
 
 class Harness(Protocol):
@@ -108,21 +115,11 @@ def make_settings(root: Path, channels: dict[str, dict[str, Any]],
 def make_brief(folder: Path, number: int, *, image: str | None = None,
                image_alt: str = "A chart of the results", host: str = "example.org") -> Brief:
     """Write and read a publishable brief; `image` is a path relative to `folder` or a URL."""
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"contract-{number}.md"
-    hero = f"image: {image}\nimage_alt: {image_alt!r}\n" if image else ""
-    path.write_text(
-        f"---\nid: contract-{number}\ntitle: 'Contract brief number {number} about a result'\n"
-        f"status: published\npublished_at: 2026-11-20T09:00:00Z\n"
-        f"source_url: https://{host}/news/contract-{number}\ncategory: Research\n"
-        f"tags: [evaluation]\n{hero}---\n\n"
-        "## WHAT HAPPENED\nSomething happened. It matters.\n",
-        encoding="utf-8",
-    )
-    brief, problems = BriefReader(tz=ZoneInfo("UTC")).read(path)
-    assert brief is not None, problems
-    assert brief.is_publishable(["published"]), brief.blockers(["published"])
-    return brief
+    path = write_brief(folder, f"contract-{number}.md",
+                       title=f"Contract brief number {number} about a result",
+                       url=f"https://{host}/news/contract-{number}", id=f"contract-{number}",
+                       tags=["evaluation"], image=image, image_alt=image_alt if image else None)
+    return publishable(path, tz="UTC")
 
 
 def small_png(path: Path, size: tuple[int, int] = (64, 48)) -> Path:
@@ -295,7 +292,7 @@ def check_secrets_stay_secret(harness: Harness, caplog: pytest.LogCaptureFixture
     texts: list[str] = []
     channel = harness.channel()
     message = _render(harness, channel)
-    texts += [message.text, message.link or "", *message.notes]
+    texts += [message.text, message.link or "", *(note.text for note in message.notes)]
     texts.append(repr(channel.send(message)))
 
     def attempt(kind: str) -> None:
@@ -327,6 +324,29 @@ def check_secrets_stay_secret(harness: Harness, caplog: pytest.LogCaptureFixture
         assert not leaks, f"{harness.name}: a secret leaked into: {leaks[0][:300]!r}"
 
 
+def check_reconcile_after_dedup_window(harness: Harness) -> None:
+    """The answer was lost and the retry comes after the far end forgot the first post (its
+    idempotency key or duplicate check expired): the engine reconciles before resending, and
+    reconcile must find the post, because a resend now makes a second one."""
+    forget = getattr(harness, "pass_dedup_window", None)
+    if forget is None or not harness.reconciles:
+        pytest.skip(f"{harness.name}: no time-limited duplicate protection to outlive")
+    channel = harness.channel()
+    message = _render(harness, channel)
+    harness.lose_next_response()
+    with pytest.raises(TransientError):
+        channel.send(message)
+    posted = _posted_with_link(harness, message)
+    assert len(posted) == 1
+    forget()
+    found = harness.channel().reconcile(message)
+    assert found is not None and found.remote_id == posted[0]["id"]
+    assert len(_posted_with_link(harness, message)) == 1
+    # The window is real: past it, a blind resend is taken as a new post.
+    harness.channel().send(message)
+    assert len(_posted_with_link(harness, message)) == 2
+
+
 CHECKS = [
     check_render_and_send,
     check_resend_same_key,
@@ -335,4 +355,5 @@ CHECKS = [
     check_transient_error,
     check_permanent_error,
     check_lost_response,
+    check_reconcile_after_dedup_window,
 ]

@@ -7,20 +7,22 @@ from pathlib import Path
 
 from bot.config import load_settings
 from bot.ledger import Ledger
+from bot.subscriber_csv import import_csv
 from bot.subscribers import Subscribers
-from tests.conftest import Project, write_brief
+from tests.briefs_factory import write_brief, write_week
+from tests.conftest import Project
 from tests.smtp_server import SmtpServer
 
 PERIOD = "2026-W48"  # Mon 23 Nov – Sun 29 Nov 2026
 NOW = "2026-11-30T08:00:00Z"
 TITLES = ("Grid storage pilot switched on", "Rail freight doubles", "New seed bank opens")
+DAYS = (23, 25, 29)  # Monday, Wednesday and Sunday of PERIOD
 
 
 def write_week_briefs(project: Project) -> None:
     """Three publishable briefs in the week, one the week before, one draft in the week."""
-    for day, title in zip((23, 25, 29), TITLES, strict=True):
-        write_brief(project.briefs, f"w48-{day}.md", title=title,
-                    published_at=f"2026-11-{day}T10:00:00Z")
+    write_week(project.briefs, len(DAYS), name=lambda n: f"w48-{DAYS[n]}.md",
+               title=lambda n: TITLES[n], published_at=lambda n: f"2026-11-{DAYS[n]}T10:00:00Z")
     write_brief(project.briefs, "w47.md", title="Last week's news",
                 published_at="2026-11-20T10:00:00Z")
     write_brief(project.briefs, "w48-draft.md", title="Not ready", status="draft",
@@ -56,7 +58,7 @@ def add_subscribers(project: Project, count: int, *, start: int = 0) -> list[str
         for n, email in enumerate(emails, start):
             writer.writerow([email, f"Reader {n}" if n % 3 == 0 else ""])
     with subscriber_list(project) as subscribers:
-        report = subscribers.import_csv(path)
+        report = import_csv(subscribers, path)
     assert report.ok and report.added == count, report.summary()
     return emails
 

@@ -12,7 +12,7 @@ import pytest
 
 from bot.channels import Channel, load_channel_class
 from tests.contract import BriefMaker, make_settings
-from tests.fakes.mastodon_api import FakeMastodon
+from tests.fakes.mastodon_api import IDEMPOTENCY_TTL, FakeMastodon
 
 
 class MastodonHarness:
@@ -45,6 +45,9 @@ class MastodonHarness:
 
     def lose_next_response(self) -> None:
         self.fake.lose_next("POST", "/api/v1/statuses")
+
+    def pass_dedup_window(self) -> None:
+        self.fake.clock.advance(IDEMPOTENCY_TTL + 1)
 
 
 def open_harness(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MastodonHarness]:

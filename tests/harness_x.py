@@ -51,6 +51,9 @@ class XHarness:
     def lose_next_response(self) -> None:
         self.fake.lose_next("POST", "/2/tweets")
 
+    def pass_dedup_window(self) -> None:
+        self.fake.clock.advance(self.fake.duplicate_window + 1)
+
 
 def open_harness(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[XHarness]:
     monkeypatch = request.getfixturevalue("monkeypatch")

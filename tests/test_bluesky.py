@@ -31,12 +31,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
 
-from bot.briefs import Brief, BriefReader
+from bot.briefs import Brief
 from bot.channels import PermanentError, TransientError, load_channel_class
 from bot.channels.bluesky import BlueskyChannel, record_key
 from bot.config import ConfigError, Settings, parse_config
 from bot.ledger import DeliveryKey
 from bot.publish import publish_due
+from tests.briefs_factory import publishable, write_brief
 from tests.contract import make_settings
 from tests.fakes.fault_proxy import FaultProxy, fault_proxy
 from tests.harness_bluesky import JWT_SECRET, list_posts, new_account, shared_pds
@@ -82,20 +83,12 @@ class Account:
     def brief(self, name: str, *, title: str = "Solar cells pass a new efficiency record",
               url: str | None = None, image: str | None = None,
               alt: str = "A chart of cell efficiency by year", lang: str | None = None) -> Brief:
-        path = self.folder / f"{name}.md"
-        hero = f"image: {image}\nimage_alt: {json.dumps(alt)}\n" if image else ""
-        hero += f"lang: {lang}\n" if lang else ""
-        path.write_text(
-            f"---\ntitle: {json.dumps(title, ensure_ascii=False)}\nstatus: published\n"
-            f"published_at: 2026-11-20T09:00:00Z\n"
-            f"source_url: {url or 'https://example.org/news/' + name}\ncategory: Research\n"
-            f"{hero}---\n\n## WHAT HAPPENED\nA lab measured a record efficiency. "
-            "It beats the old mark by two points.\n",
-            encoding="utf-8",
-        )
-        brief, problems = BriefReader().read(path)
-        assert brief is not None and brief.is_publishable(["published"]), problems
-        return brief
+        path = write_brief(self.folder, f"{name}.md", title=title,
+                           url=url or f"https://example.org/news/{name}", image=image,
+                           image_alt=alt if image else None, lang=lang,
+                           body="## WHAT HAPPENED\nA lab measured a record efficiency. "
+                                "It beats the old mark by two points.\n")
+        return publishable(path)
 
     def record(self, uri: str) -> dict[str, Any]:
         repo, collection, rkey = uri.removeprefix("at://").split("/")
@@ -291,7 +284,7 @@ def test_hero_image_that_404s_posts_the_card_without_thumbnail(account: Account,
     # The stale image's server is on loopback, which only an explicit allow-list may reach.
     channel = account.channel(images={"allow_hosts": [http_404.removeprefix("http://")]})
     message = channel.render(brief, key(brief))
-    assert any("404" in note for note in message.notes)  # a preview shows it before sending
+    assert any("404" in note.text for note in message.notes)  # a preview shows it before sending
 
     receipt = channel.send(message)
 

@@ -250,7 +250,7 @@ def test_fetch_applies_each_report_once_and_leaves_what_it_cannot_read(project, 
     # The reports name their campaign, by the return path or by the Message-ID.
     report = json.loads(fetch(project, mailbox, "--json").stdout)
     assert report["handled"] == [] and len(report["left"]) == 2
-    from bot.bounces import mail_reports
+    from bot.bounce_applying import mail_reports
     from bot.ledger import Ledger
 
     with subscriber_list(project) as subscribers:
@@ -338,7 +338,7 @@ def test_every_sample_of_the_corpus_names_its_recipients_or_is_listed(tmp_path, 
     message is not understood, and never crash."""
     from flufl.bounce import all_failures
 
-    from bot.bounces import Directory, read_message
+    from bot.bounce_reading import Directory, read_message
 
     monkeypatch.setenv("BRIEFBOT_TOKEN_SECRET", SECRET)
     settings = Settings(parse_config({}), tmp_path / "config.toml")
@@ -466,7 +466,7 @@ def test_with_a_return_path_soft_bounces_add_up_across_campaigns(project, mailbo
     """Through a relay every message is accepted; that acceptance says nothing of the mailbox,
     so it no longer wipes the soft bounces that reports brought in. Three campaigns that
     soft-bounced mark the address bounced (email.soft_bounces = 3)."""
-    from tests.conftest import write_brief
+    from tests.briefs_factory import write_brief
 
     sent = {PERIOD: sent_digest(project)}
     r2 = "reader00002@example.net"

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import write_brief
+from tests.briefs_factory import write_brief
 
 TIMEOUT = 30
 HEAD = ("---\ntitle: Big one\nstatus: published\npublished_at: 2026-11-20T09:00:00Z\n"

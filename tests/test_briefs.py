@@ -10,7 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bot.briefs import Brief, BriefReader, Problem, normalise_key, summarise
-from tests.conftest import SAMPLE, write_brief
+from tests.briefs_factory import write_brief
+from tests.conftest import SAMPLE
 
 
 def read(path: Path, **kwargs) -> tuple[Brief | None, list[Problem]]:

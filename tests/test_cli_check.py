@@ -8,7 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import ROOT, SAMPLE, write_brief
+from tests.briefs_factory import write_brief
+from tests.conftest import ROOT, SAMPLE
 from tests.test_briefs import BROKEN
 
 

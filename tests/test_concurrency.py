@@ -10,7 +10,7 @@ from collections import Counter
 
 import pytest
 
-from tests.conftest import write_brief
+from tests.briefs_factory import write_brief
 
 BRIEFS = 120
 WORKERS = 4

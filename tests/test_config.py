@@ -120,7 +120,7 @@ def test_a_secret_pasted_into_an_env_option_is_refused_without_echoing_it(projec
 
 
 def test_a_missing_credential_fails_the_start_and_burns_no_delivery(project):
-    from tests.conftest import write_brief
+    from tests.briefs_factory import write_brief
 
     write_brief(project.briefs, "a.md")
     project.write_config(channels='[channels.outbox]\ntype = "outbox"\n'

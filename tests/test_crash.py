@@ -17,7 +17,7 @@ from collections import Counter
 
 import pytest
 
-from tests.conftest import write_brief
+from tests.briefs_factory import write_brief
 
 BRIEFS = 200
 KILLS = 20
@@ -103,7 +103,7 @@ def test_a_sent_log_restored_from_an_old_backup_refuses_to_send_again(project):
     import shutil
 
     from bot.config import load_settings
-    from tests.conftest import write_brief
+    from tests.briefs_factory import write_brief
 
     write_brief(project.briefs, "first.md")
     assert project.cli("run", "--once").returncode == 0
@@ -130,7 +130,7 @@ def test_a_sent_log_restored_from_an_old_backup_refuses_to_send_again(project):
 
 def test_an_unusable_sent_log_is_one_clear_line_and_nothing_is_sent(project):
     from bot.config import load_settings
-    from tests.conftest import write_brief
+    from tests.briefs_factory import write_brief
 
     write_brief(project.briefs, "a.md")
     database = load_settings(project.config).state_dir / "ledger.sqlite3"

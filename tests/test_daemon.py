@@ -15,7 +15,7 @@ from bot.config import load_settings
 from bot.ledger import Ledger
 from bot.schedule import Daemon
 from bot.timing import period_for
-from tests.conftest import write_brief
+from tests.briefs_factory import write_brief, write_week
 from tests.digest_setup import add_subscribers, smtp_project
 from tests.smtp_server import smtp_server
 
@@ -47,10 +47,8 @@ def stop(child: subprocess.Popen, sig=signal.SIGTERM, timeout: float = 90) -> tu
 
 def last_week_briefs(project, count: int = 2) -> None:
     period = period_for(datetime.now(UTC), UTC, 7)
-    for n in range(count):
-        moment = period.start + timedelta(days=1, hours=n)
-        write_brief(project.briefs, f"lastweek-{n}.md", title=f"Last week's story {n}",
-                    published_at=moment.astimezone(UTC).isoformat())
+    write_week(project.briefs, count, week_start=period.start + timedelta(days=1),
+               name="lastweek-{n}.md", title=lambda n: f"Last week's story {n}")
 
 
 def rows(project, env_url: str | None = None):

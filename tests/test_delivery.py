@@ -122,7 +122,7 @@ def test_status_says_how_to_settle_and_calls_only_a_crash_a_crash(project):
     import subprocess
     import sys
 
-    from tests.conftest import write_brief
+    from tests.briefs_factory import write_brief
 
     write_brief(project.briefs, "lost.md")
     write_brief(project.briefs, "crashed.md")

@@ -163,7 +163,7 @@ def test_five_hundred_subscribers_each_get_their_own_digest_then_one_click_unsub
         assert subscribers.is_active(address(8))
 
     # The next week's digest leaves them out.
-    from tests.conftest import write_brief
+    from tests.briefs_factory import write_brief
 
     write_brief(project.briefs, "w49.md", title="Next week", published_at="2026-12-01T10:00:00Z")
     with smtp_server() as server:

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import pytest
 
+from bot.subscriber_csv import import_csv
 from tests import postfix
 from tests.digest_setup import NOW, PERIOD, smtp_project, subscriber_list, write_week_briefs
 
@@ -84,7 +85,7 @@ def test_killed_digest_sends_through_postfix_reach_everyone_once(project):
         with open(path, "w", newline="", encoding="utf-8") as handle:
             csv.writer(handle).writerows([["email"], *([e] for e in emails)])
         with subscriber_list(project) as subscribers:
-            assert subscribers.import_csv(path).ok
+            assert import_csv(subscribers, path).ok
 
         targets = sorted(rng.sample(range(50, RECIPIENTS - 50), KILLS))
         mid_send = 0

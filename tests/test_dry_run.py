@@ -6,7 +6,7 @@ import pytest
 
 from bot.channels import DryRunSend, forbid_sending, load_channel_class
 from bot.message import DeliveryKey, Message
-from tests.conftest import write_brief
+from tests.briefs_factory import write_brief
 
 TRAP = '[channels.trap]\ntype = "trap"\n'
 

@@ -14,6 +14,7 @@ import pytest
 from bot.briefs import BriefReader
 from bot.config import ConfigError, Settings, parse_config
 from bot.render.email import prepare_digest
+from tests.briefs_factory import write_week
 from tests.digest_setup import NOW, PERIOD, add_subscribers, smtp_project, write_week_briefs
 from tests.smtp_server import smtp_server
 
@@ -28,12 +29,10 @@ def settings_for(tmp_path: Path, **email) -> Settings:
 
 def briefs_in(tmp_path: Path, *bodies: tuple[str, str]) -> list:
     folder = tmp_path / "briefs"
-    folder.mkdir(exist_ok=True)
-    for n, (title, summary) in enumerate(bodies):
-        (folder / f"b{n}.md").write_text(
-            f"---\ntitle: {title!r}\nstatus: published\npublished_at: 2026-11-2{4 + n}T09:00:00Z"
-            f"\nsource_url: https://example.org/{n}\ncategory: Research\n---\n\n"
-            f"## WHAT HAPPENED\n{summary}\n", encoding="utf-8")
+    write_week(folder, len(bodies), name="b{n}.md", title=lambda n: bodies[n][0],
+               published_at=lambda n: f"2026-11-2{4 + n}T09:00:00Z",
+               url=lambda n: f"https://example.org/{n}",
+               body=lambda n: f"## WHAT HAPPENED\n{bodies[n][1]}\n")
     return BriefReader().scan([folder]).briefs
 
 

@@ -27,6 +27,7 @@ from bot.render.email import (
     prepare_brief_email,
     prepare_digest,
 )
+from tests.briefs_factory import write_week
 
 NOW = datetime(2026, 11, 30, 8, 0, tzinfo=UTC)
 SENT = datetime(2026, 11, 30, 8, 0, 5, tzinfo=UTC)
@@ -54,26 +55,19 @@ def settings(tmp_path: Path) -> Settings:
 
 def write_briefs(folder: Path, count: int, *, image: str | None = "https") -> list[Brief]:
     """`count` published briefs with long summaries and https hero images, read back."""
-    folder.mkdir(parents=True, exist_ok=True)
-    for n in range(count):
-        hero = f"https://cdn.example.org/hero/{n}.jpg" if image == "https" else image
-        lines = [
-            "---",
-            f"id: brief-{n:03d}",
-            f'title: "Finding number {n} changes how grids are planned"',
-            f"category: {CATEGORIES[n % len(CATEGORIES)]}",
-            f'source: "Example Source {n}"',
-            f"source_url: https://news.example.org/story/{n}?ref=digest&n={n}",
-            f"published_at: 2026-11-{23 + n % 5:02d}T{n % 24:02d}:00:00Z",
-            "status: published",
-            *([f"image: {hero}", f'image_alt: "Chart for finding {n}"'] if hero else []),
-            "---",
-            "",
-            "## WHAT HAPPENED",
-            f"{SENTENCE.format(n=n)} {SECOND} Even more detail follows here.",
-            "",
-        ]
-        (folder / f"brief-{n:03d}.md").write_text("\n".join(lines), encoding="utf-8")
+
+    def hero(n: int) -> str | None:
+        return f"https://cdn.example.org/hero/{n}.jpg" if image == "https" else image
+
+    write_week(folder, count, id=lambda n: f"brief-{n:03d}",
+               title=lambda n: f"Finding number {n} changes how grids are planned",
+               category=lambda n: CATEGORIES[n % len(CATEGORIES)],
+               source=lambda n: f"Example Source {n}",
+               url=lambda n: f"https://news.example.org/story/{n}?ref=digest&n={n}",
+               published_at=lambda n: f"2026-11-{23 + n % 5:02d}T{n % 24:02d}:00:00Z",
+               image=hero, image_alt=lambda n: f"Chart for finding {n}" if hero(n) else None,
+               body=lambda n: f"## WHAT HAPPENED\n{SENTENCE.format(n=n)} {SECOND} Even more "
+                              "detail follows here.\n")
     briefs = BriefReader().scan([folder]).briefs
     assert len(briefs) == count
     return briefs

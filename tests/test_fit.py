@@ -83,6 +83,35 @@ def test_x_counts_links_in_titles_and_emoji_sequences() -> None:
     assert x_weighted_length("©") == 1 and x_weighted_length("©\ufe0f") == 2
 
 
+# Emoji newer than twitter-text's list (bot/render/x_emoji.py, Emoji 12): X counts the parts
+# its list knows as 2 each and every other code point by its weight range (ZWJ U+200D is in
+# 0x2000-0x200D, weight 1). Each expected sum is written out part by part.
+NEWER_EMOJI = [
+    ("heart on fire (13.1)", "\u2764\ufe0f\u200d\U0001f525", 2 + 1 + 2),
+    ("mending heart (13.1)", "\u2764\ufe0f\u200d\U0001fa79", 2 + 1 + 2),
+    ("face exhaling (13.1)", "\U0001f62e\u200d\U0001f4a8", 2 + 1 + 2),
+    ("woman: beard (13.1)", "\U0001f9d4\u200d\u2640\ufe0f", 2 + 1 + 2),
+    ("black bird (15.0)", "\U0001f426\u200d\u2b1b", 2 + 1 + 2),
+    ("head shaking horizontally (15.1)", "\U0001f642\u200d\u2194\ufe0f", 2 + 1 + 2),
+    ("family: adult, adult, child (15.1)", "\U0001f9d1\u200d\U0001f9d1\u200d\U0001f9d2",
+     2 + 1 + 2 + 1 + 2),
+    ("kiss: person, person, skin tones (13.1)",
+     "\U0001f9d1\U0001f3fb\u200d\u2764\ufe0f\u200d\U0001f48b\u200d\U0001f9d1\U0001f3fc",
+     2 + 1 + 2 + 1 + 2 + 1 + 2),
+    ("melting face (14.0), one code point", "\U0001fae0", 2),
+    ("known ZWJ sequence: transgender flag (listed)", "\U0001f3f3\ufe0f\u200d\u26a7\ufe0f", 2),
+    ("known ZWJ sequence: family (listed)", FAMILY, 2),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), [pytest.param(t, n, id=name)
+                                                for name, t, n in NEWER_EMOJI])
+def test_x_counts_emoji_newer_than_its_list_as_twitter_text_does(text: str,
+                                                                  expected: int) -> None:
+    assert x_weighted_length(text) == expected
+    assert x_weighted_length(f"Solar cells {text} {URL}") == len("Solar cells ") + expected + 24
+
+
 def test_mastodon_counts_graphemes_and_links_as_23() -> None:
     assert mastodon_length("a https://example.com/" + "p" * 100) == 2 + 23
     assert mastodon_length("a https://example.com/x", url_length=30) == 2 + 30

@@ -27,12 +27,15 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from bot.channels.bluesky import IMAGES as BLUESKY_IMAGES
 from bot.config import ConfigError, Settings, parse_config
-from bot.images import BLUESKY_MAX_BYTES, ImageError, fit_image, load_image
+from bot.images import ImageError, fit_image, load_image
 from bot.netguard import AllowList, refusal_kind, resolve_checked
 from bot.render.media import prepare_image
 from tests.contract import make_brief, make_settings
 from tests.smtp_server import TestCertificates
+
+BLUESKY_MAX_BYTES = BLUESKY_IMAGES.max_bytes  # as the Bluesky channel declares it
 
 ROOT = Path(__file__).resolve().parent.parent
 _PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY")

@@ -17,16 +17,19 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from bot.channels.bluesky import IMAGES as BLUESKY_IMAGES
+from bot.channels.mastodon import MASTODON_DEFAULT_MAX_BYTES, MASTODON_DEFAULT_MAX_PIXELS
+from bot.channels.x import IMAGES as X_IMAGES
 from bot.images import (
-    BLUESKY_MAX_BYTES,
-    MASTODON_DEFAULT_MAX_BYTES,
-    MASTODON_DEFAULT_MAX_PIXELS,
-    X_MAX_BYTES,
     ImageError,
     ProcessedImage,
     fit_image,
     load_image,
 )
+
+# Each network's limits, as its channel declares them (bot.network).
+BLUESKY_MAX_BYTES = BLUESKY_IMAGES.max_bytes
+X_MAX_BYTES = X_IMAGES.max_bytes
 
 NETWORK_LIMITS = [
     pytest.param(BLUESKY_MAX_BYTES, id="bluesky"),

@@ -3,6 +3,7 @@ and checking a configuration loads neither the scheduler nor the database layer.
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -58,3 +59,23 @@ def test_checking_an_ses_channel_loads_no_aws_sdk(tmp_path):
     loaded = imported_by("from bot.config import load_settings; from bot.channels import "
                          f"check_channels; check_channels(load_settings({str(config)!r}))")
     assert "bot" in loaded and not loaded & {"boto3", "botocore"}, loaded
+
+
+def test_every_logger_is_in_the_briefbot_namespace():
+    """One namespace, so `logging.getLogger("briefbot")` configures (and silences) all of ours."""
+    code = (
+        "import importlib, json, logging, pkgutil, bot\n"
+        "mods = [importlib.import_module(m.name) for m in pkgutil.walk_packages(bot.__path__, "
+        "'bot.') if not m.name.endswith('__main__')]\n"
+        "ours = {f'{m.__name__}.{k}': v.name for m in mods for k, v in vars(m).items() "
+        "if isinstance(v, logging.Logger)}\n"
+        "strays = sorted(n for n in logging.root.manager.loggerDict if n.split('.')[0] == 'bot')\n"
+        "print(json.dumps([len(mods), ours, strays]))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                         check=True, timeout=120).stdout
+    modules, loggers, strays = json.loads(out)
+    assert modules > 40 and len(loggers) >= 8, (modules, loggers)
+    assert all(name == "briefbot" or name.startswith("briefbot.") for name in loggers.values()), (
+        loggers)
+    assert strays == []

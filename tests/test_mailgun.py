@@ -165,7 +165,7 @@ def test_a_bounce_webhook_naming_mailguns_id_finds_the_campaign(project, mailgun
     from sqlalchemy import select
 
     from bot import webhooks
-    from bot.bounces import mail_reports
+    from bot.bounce_applying import mail_reports
     from bot.ledger import Ledger
     from bot.subscribers import Subscribers
 

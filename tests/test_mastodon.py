@@ -13,7 +13,7 @@ from PIL import Image
 from bot.channels import PermanentError, TransientError, load_channel_class
 from bot.config import ConfigError, load_settings
 from bot.ledger import DeliveryKey, Ledger
-from tests.conftest import write_brief
+from tests.briefs_factory import write_brief
 from tests.contract import key_for, make_brief, make_settings
 from tests.fakes.mastodon_api import NOT_PROCESSED, FakeMastodon
 
@@ -154,7 +154,7 @@ def test_unreachable_instance_renders_to_defaults_with_a_note(tmp_path, fake):
     brief = make_brief(tmp_path / "briefs", 1)
     message = channel.render(brief, key_for(brief, channel))
     assert message.limit == 500
-    assert any("could not read the limits" in note for note in message.notes)
+    assert any("could not read the limits" in note.text for note in message.notes)
     with pytest.raises(TransientError, match="did not answer"):
         channel.send(message)
 
@@ -197,3 +197,59 @@ def test_a_briefs_own_language_wins_over_the_channels(tmp_path, fake):
     channel.send(channel.render(brief, key_for(brief, channel)))
     posted, = fake.seen("POST", "/api/v1/statuses")
     assert posted.json()["language"] == "hi"
+
+
+def small_hero_brief(tmp_path: Path):
+    folder = tmp_path / "briefs"
+    folder.mkdir(exist_ok=True)
+    Image.new("RGB", (64, 48), (10, 80, 160)).save(folder / "hero.png")
+    return make_brief(folder, 1, image="hero.png", image_alt=ALT)
+
+
+def test_unprocessed_media_is_told_by_its_state_in_any_language(tmp_path, token):
+    """Mastodon localises its 422 text; the adapter asks the media's state instead (206)."""
+    with FakeMastodon(token=token, media_polls=1000, locale="fr") as fake:
+        channel = masto(tmp_path, fake, media_wait=0.2)
+        brief = small_hero_brief(tmp_path)
+        with pytest.raises(TransientError, match="still processing"):
+            channel.send(channel.render(brief, key_for(brief, channel)))
+        assert fake.statuses == []
+        assert fake.seen("POST", "/api/v1/statuses")  # refused in French, then asked again
+        media_id, = fake.media
+        assert len(fake.seen("GET", f"/api/v1/media/{media_id}")) >= 2
+
+
+def test_refusal_with_processed_media_stays_permanent(tmp_path, fake):
+    channel = masto(tmp_path, fake)
+    brief = small_hero_brief(tmp_path)
+    message = channel.render(brief, key_for(brief, channel))
+    fake.fail_next(422, path="/api/v1/statuses", body={"error": "Validierung fehlgeschlagen"})
+    with pytest.raises(PermanentError, match="Validierung fehlgeschlagen"):
+        channel.send(message)
+    media_id, = fake.media
+    assert fake.seen("GET", f"/api/v1/media/{media_id}")  # it asked, the media was ready
+
+
+def test_failed_media_processing_posts_without_the_image(tmp_path, token):
+    """A 422 from `GET /api/v1/media/:id` means processing failed: post without the image."""
+    with FakeMastodon(token=token, media_polls=1, fail_processing=True) as fake:
+        channel = masto(tmp_path, fake)
+        brief = small_hero_brief(tmp_path)
+        receipt = channel.send(channel.render(brief, key_for(brief, channel)))
+        status, = fake.statuses
+        assert status.media_ids == []
+        assert "posted without its image" in (receipt.note or "")
+        assert "Error processing" in (receipt.note or "")
+
+
+def test_idempotency_key_is_forgotten_after_an_hour_and_reconcile_finds_the_post(tmp_path,
+                                                                                fake):
+    channel = masto(tmp_path, fake)
+    brief = make_brief(tmp_path / "briefs", 1)
+    message = channel.render(brief, key_for(brief, channel))
+    first = channel.send(message)
+    fake.clock.advance(59 * 60)
+    assert masto(tmp_path, fake).send(message).remote_id == first.remote_id
+    fake.clock.advance(2 * 60)  # past Mastodon's hour
+    assert masto(tmp_path, fake).reconcile(message).remote_id == first.remote_id
+    assert len(fake.statuses) == 1

@@ -10,7 +10,7 @@ from bot.config import load_settings
 from bot.ledger import Ledger
 from bot.message import DeliveryKey
 from bot.preview import build_gallery
-from tests.conftest import write_brief
+from tests.briefs_factory import write_brief
 
 NOW = "2026-11-28T12:00:00Z"
 MOMENT = datetime(2026, 11, 28, 12, tzinfo=UTC)

@@ -21,7 +21,7 @@ import pytest
 
 from bot.config import load_settings
 from bot.ledger import Ledger
-from tests.conftest import write_brief
+from tests.briefs_factory import write_brief
 from tests.fakes.server import Reply, Request, route
 from tests.fakes.webhook_api import FakeWebhook
 

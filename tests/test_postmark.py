@@ -155,7 +155,7 @@ def test_a_bounce_webhook_naming_postmarks_message_id_finds_the_campaign(project
     from sqlalchemy import select
 
     from bot import webhooks
-    from bot.bounces import mail_reports
+    from bot.bounce_applying import mail_reports
     from bot.config import load_settings
     from bot.ledger import Ledger
     from bot.subscribers import Subscribers

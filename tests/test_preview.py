@@ -32,8 +32,9 @@ from bot.cli import parse_now
 from bot.config import load_settings
 from bot.ledger import DeliveryKey, Ledger
 from bot.preview import GMAIL_CLIP_BYTES, human_bytes
+from tests.briefs_factory import write_brief
 from tests.chromium import Page, chromium
-from tests.conftest import ROOT, SAMPLE, write_brief
+from tests.conftest import ROOT, SAMPLE
 from tests.fakes.mastodon_api import FakeMastodon
 
 NOW = "2026-11-30T09:00:00Z"  # a Monday: the digest covers 2026-W48, the seeds' week
@@ -386,6 +387,9 @@ def test_problems_are_flagged_on_the_card_they_concern_and_text_is_escaped(
     for channel in POSTING:
         card = posts[channel]
         assert any("shortened title" in p for p in card["problems"]), card["problems"]
+        # One banner says all that was cut, the dropped hashtags named together.
+        cut = [p for p in card["problems"] if "cut to fit" in p]
+        assert len(cut) == 1 and "dropped hashtags #" in cut[0], card["problems"]
         assert card["length"] <= card["limit"]
         assert card["images"] and card["images"][0]["loaded"]
     # 8 MB is over X's 5 MB and Bluesky's 1 MB: flagged, and shown as it will be uploaded.

@@ -8,7 +8,8 @@ from datetime import UTC, datetime, timedelta
 from bot.config import load_settings
 from bot.ledger import DeliveryKey, Ledger
 from bot.publish import publish_due
-from tests.conftest import Project, write_brief
+from tests.briefs_factory import write_brief
+from tests.conftest import Project
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 FLAKY = '[channels.flaky]\ntype = "flaky"\n{}\n'

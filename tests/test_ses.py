@@ -12,7 +12,7 @@ import pytest
 
 from bot.channels import open_channels
 from bot.config import load_settings
-from tests.conftest import write_brief
+from tests.briefs_factory import write_brief
 from tests.digest_setup import NOW, add_subscribers, address, ledger_rows, subscriber_list
 from tests.moto_ses import MotoSes
 from tests.provider_setup import provider_project, send
@@ -201,7 +201,7 @@ def test_an_ses_bounce_notification_naming_ses_message_id_finds_the_campaign(
     from sqlalchemy import select
 
     from bot import webhooks
-    from bot.bounces import mail_reports
+    from bot.bounce_applying import mail_reports
     from bot.ledger import Ledger
     from bot.subscribers import Subscribers
     from tests.digest_setup import PERIOD

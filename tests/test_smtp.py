@@ -98,7 +98,7 @@ def test_a_certificate_from_an_unknown_ca_is_refused(certificates, tmp_path):
 
 
 def test_turning_verification_off_is_explicit_and_logged(certificates, tmp_path, caplog):
-    with caplog.at_level(logging.WARNING, logger="bot.channels.smtp"):
+    with caplog.at_level(logging.WARNING, logger="briefbot.smtp"):
         with smtp_server(tls=certificates) as srv:
             smtp = channel(tmp_path, host=srv.host, port=srv.port, security="starttls",
                            verify_certificates=False)

@@ -336,7 +336,7 @@ def test_tokens_round_trip_and_bind_purpose_and_address(project, monkeypatch):
 
 
 def test_the_preview_is_off_unless_configured(project, serve):
-    from tests.conftest import write_brief
+    from tests.briefs_factory import write_brief
 
     write_brief(project.briefs, "embargoed.md", status="draft", title="Secret merger")
     server = serve()
@@ -402,7 +402,7 @@ def test_a_local_hero_image_reaches_the_email_through_serve(project, serve):
     from PIL import Image as PILImage
 
     from bot.render.email import prepare_digest
-    from tests.conftest import write_brief
+    from tests.briefs_factory import write_brief
 
     server = serve()
     PILImage.new("RGB", (3000, 2000), (200, 40, 40)).save(project.briefs / "photo.png")

@@ -54,7 +54,7 @@ def test_local_hero_image_is_left_out_with_a_note(tmp_path, fake):
     channel = hook(tmp_path, url=f"{fake.url}/hook/briefs")
     _, message, _ = send_one(channel, tmp_path, image="hero.png")
     assert fake.deliveries[0].payload["image"] is None
-    assert any("local file" in note for note in message.notes)
+    assert any("local file" in note.text for note in message.notes)
 
 
 def test_slack_shape(tmp_path, fake, monkeypatch):

@@ -10,16 +10,18 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from bot.channels import PermanentError, TransientError, load_channel_class
+from bot.channels import PermanentError, TransientError, UnknownOutcome, load_channel_class
+from bot.channels.x import IMAGES
 from bot.config import load_settings
-from bot.images import X_MAX_BYTES
 from bot.ledger import DeliveryKey, Ledger
-from tests.conftest import ROOT, write_brief
+from tests.briefs_factory import write_brief
+from tests.conftest import ROOT
 from tests.contract import key_for, make_brief, make_settings
 from tests.fakes.x_api import FakeX
 from tests.harness_x import ENV, credentials
 
 ALT = "A noisy test pattern standing in for a chart"
+X_MAX_BYTES = IMAGES.max_bytes  # as the X channel declares it
 
 
 @pytest.fixture
@@ -139,8 +141,8 @@ def test_broken_image_posts_text_alone_with_a_note(tmp_path, fake):
     channel = x_channel(tmp_path, fake)
     brief = make_brief(tmp_path / "briefs", 1, image="missing.png")
     message = channel.render(brief, key_for(brief, channel))
-    assert message.extra["image"] is None
-    assert any("missing.png" in note and "hero image left out" in note
+    assert message.fitted_image is None
+    assert any("missing.png" in note.text and "hero image left out" in note.text
                for note in message.notes)
     receipt = channel.send(message)
     assert fake.seen("POST", "/2/media/upload") == []
@@ -223,7 +225,55 @@ def test_very_wide_image_is_capped_at_8192_px_a_side(tmp_path, fake):
     brief = make_brief(folder, 1, image="wide.png", image_alt=ALT)
     channel = x_channel(tmp_path, fake)
     message = channel.render(brief, key_for(brief, channel))
-    image = message.extra["image"]
+    image = message.fitted_image
     assert (image.width, image.height) == (8192, 204)
     channel.send(message)
     assert fake.tweets[0].media_ids
+
+
+def test_lost_answer_settled_by_reconcile_after_xs_duplicate_window(project, fake, creds):
+    """Past X's duplicate window a resend would be a second tweet: the next run must find the
+    first on the timeline instead (the engine reconciles an unknown outcome before resending)."""
+    write_brief(project.briefs, "one.md", title="A brief whose answer gets lost for long")
+    project.write_config(channels=f'[channels.x]\ntype = "x"\napi_base = "{fake.url}"\n')
+    env = {name: creds[arg] for name, arg in ENV.items()}
+    fake.lose_next("POST", "/2/tweets")
+    first = project.cli("run", "--once", "--now", "2026-11-28T12:00:00Z", env=env)
+    assert "unknown" in first.stdout, first.stdout + first.stderr
+    fake.clock.advance(fake.duplicate_window + 60)
+    second = project.cli("run", "--once", "--now", "2026-11-30T12:00:00Z", env=env)
+    assert "sent" in second.stdout, second.stdout + second.stderr
+    assert len(fake.tweets) == 1 and len(fake.seen("POST", "/2/tweets")) == 1
+
+
+def test_duplicate_text_is_taken_again_after_the_window(tmp_path, fake):
+    brief = make_brief(tmp_path / "briefs", 1)
+    channel = x_channel(tmp_path, fake)
+    message = channel.render(brief, key_for(brief, channel))
+    channel.send(message)
+    fake.clock.advance(fake.duplicate_window + 1)
+    x_channel(tmp_path, fake).send(message)
+    assert len(fake.tweets) == 2  # why reconcile, not X, must settle a late retry
+
+
+@pytest.mark.parametrize(("status", "kind"), [(500, UnknownOutcome), (502, UnknownOutcome),
+                                              (503, TransientError)])
+def test_server_errors_after_the_post_map_through_the_http_base(tmp_path, fake, status, kind):
+    """One mapping for every web API: a 5xx after the write may have posted (503 says not)."""
+    channel = x_channel(tmp_path, fake)
+    brief = make_brief(tmp_path / "briefs", 1)
+    fake.fail_next(status, path="/2/tweets",
+                   body={"title": "Error", "type": "about:blank", "status": status})
+    with pytest.raises(kind) as caught:
+        channel.send(channel.render(brief, key_for(brief, channel)))
+    assert type(caught.value) is kind and str(status) in str(caught.value)
+
+
+def test_media_outage_is_a_plain_retry_not_an_unknown_outcome(tmp_path, fake, big_png):
+    channel = x_channel(tmp_path, fake)
+    brief = hero_brief(tmp_path, big_png)
+    fake.fail_next(500, path="/2/media/upload", body={"title": "Error", "status": 500})
+    with pytest.raises(TransientError) as caught:
+        channel.send(channel.render(brief, key_for(brief, channel)))
+    assert not isinstance(caught.value, UnknownOutcome)
+    assert fake.seen("POST", "/2/tweets") == []

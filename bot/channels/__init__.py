@@ -18,6 +18,7 @@ from bot.channels.base import (
     TransientError,
     UnknownOutcome,
 )
+from bot.channels.networks import declared_network, network_of
 from bot.channels.options import BUILT_IN, Options, parse_options
 from bot.config import ChannelConfig, ConfigError, Settings, config_source
 
@@ -36,6 +37,8 @@ __all__ = [
     "check_channels",
     "missing_credentials",
     "load_channel_class",
+    "declared_network",
+    "network_of",
     "DryRunSend",
     "forbid_sending",
     "open_channel",

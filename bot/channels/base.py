@@ -15,6 +15,7 @@ from bot.message import (  # noqa: F401  (re-exported: adapters import them from
     TransientError,
     UnknownOutcome,
 )
+from bot.network import Network
 
 if TYPE_CHECKING:
     from bot.briefs import Brief
@@ -35,6 +36,9 @@ class Channel:
     #: A brief's message goes to every subscriber, one delivery each: the orchestration fans
     #: it out (`bot.mailing.mail_brief`) instead of calling `send` once.
     fans_out: ClassVar[bool] = False
+    #: The social network this adapter posts to, as data (`bot.network`): its unit, length
+    #: rules, image limits, link card and template. None for email and stand-in channels.
+    network: ClassVar[Network | None] = None
 
     #: The adapter's options as a typed schema, checked before the adapter sees them.
     Options: ClassVar[type[Options]] = AnyOptions
@@ -72,7 +76,7 @@ class Channel:
         adapter that posts an email as a message of its own (the outbox) needs nothing more;
         SMTP sends the bytes as they are."""
         receipt = self.send(Message(key=key, kind="email", text="", raw=data,
-                                    extra={"message_id": message_id}))
+                                    message_id=message_id))
         return Receipt(remote_id=message_id, url=receipt.url, note=receipt.remote_id)
 
     def reconcile(self, message: Message) -> Receipt | None:

@@ -113,7 +113,7 @@ class BatchChannel(Channel):
         prepared = prepare_brief_email(self.settings, brief, now=datetime.now(UTC))
         return Message(key=key, kind="email", text=prepared.text, subject=prepared.subject,
                        html=prepared.html, length=prepared.html_bytes,
-                       extra={"brief": brief, "prepared": prepared})
+                       prepared_email=prepared)
 
     def send(self, message: Message) -> Receipt:
         raise PermanentError(f"{self.type} sends mailings in batches (send_batch), "

@@ -35,7 +35,9 @@ from bot.channels.base import (
     TransientError,
 )
 from bot.channels.options import BlueskyOptions
-from bot.images import BLUESKY_MAX_BYTES, ProcessedImage
+from bot.images import ProcessedImage
+from bot.network import EMBED_CARD, ImageLimits, Network
+from bot.render import fit
 from bot.render.media import with_hero_image
 from bot.render.post import render_post
 
@@ -46,6 +48,11 @@ DEFAULT_SERVICE = "https://bsky.social"
 DEFAULT_PASSWORD_ENV = "BLUESKY_APP_PASSWORD"
 TID_ALPHABET = "234567abcdefghijklmnopqrstuvwxyz"
 _TOKEN_ERRORS = {"ExpiredToken", "InvalidToken"}
+# A blob is at most 1,000,000 bytes (app.bsky.embed.images); the post itself 300 graphemes and
+# 3,000 bytes (fit.BLUESKY), and it carries its own link card (an external embed).
+IMAGES = ImageLimits(max_bytes=1_000_000, formats=("image/jpeg", "image/png", "image/webp"))
+NETWORK = Network("bluesky", "Bluesky", "graphemes", rules=lambda options: fit.BLUESKY,
+                  images=IMAGES, link_card=EMBED_CARD)
 
 
 def record_key(key: object) -> str:
@@ -89,6 +96,7 @@ class BlueskyChannel(Channel):
     `embed`, `langs`, plus the post options `hashtags` and `utm`)."""
 
     type = "bluesky"
+    network = NETWORK
     Options = BlueskyOptions
 
     def __init__(self, name, config, settings):
@@ -108,9 +116,9 @@ class BlueskyChannel(Channel):
 
     def render(self, brief: Brief, key) -> Message:
         """The fitted post, with the hero image already re-encoded to Bluesky's blob limit."""
-        message = render_post(brief, key, network="bluesky", settings=self.settings,
+        message = render_post(brief, key, network=NETWORK, settings=self.settings,
                               options=self.options)
-        return with_hero_image(message, self.settings, brief, max_bytes=BLUESKY_MAX_BYTES)
+        return with_hero_image(message, self.settings, brief, IMAGES)
 
     def send(self, message: Message) -> Receipt:
         rkey = record_key(message.key)
@@ -123,9 +131,9 @@ class BlueskyChannel(Channel):
                 "text": message.text,
                 "createdAt": created_at.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
             }
-            if message.extra.get("facets"):
-                record["facets"] = list(message.extra["facets"])
-            langs = [message.extra["language"]] if message.extra.get("language") else self.langs
+            if message.facets:
+                record["facets"] = list(message.facets)
+            langs = [message.language] if message.language else self.langs
             if langs:
                 record["langs"] = langs
             if embed:
@@ -144,7 +152,7 @@ class BlueskyChannel(Channel):
             raise self._refused(error) from None
         log.info("bluesky %s: posted %s", self.name, answer.get("uri"))
         return Receipt(remote_id=answer["uri"], url=self._public_url(rkey), sent_at=created_at,
-                       note="; ".join([*message.notes, *notes]) or None)
+                       note="; ".join([*(n.text for n in message.notes), *notes]) or None)
 
     def reconcile(self, message: Message) -> Receipt | None:
         """Look the delivery's record key up: found → it went out; RecordNotFound → it did not."""
@@ -173,7 +181,7 @@ class BlueskyChannel(Channel):
         Like a broken image file, an image the PDS refuses never blocks the post.
         """
         notes: list[str] = []
-        image: ProcessedImage | None = message.extra.get("image")
+        image: ProcessedImage | None = message.fitted_image
         blob = None
         if image is not None and (self.embed != "card" or message.link):
             try:
@@ -192,8 +200,8 @@ class BlueskyChannel(Channel):
         external: dict[str, Any] = {
             "uri": message.link,
             # The brief's title and summary, cleaned by the reader.
-            "title": message.extra.get("title") or "",
-            "description": message.extra.get("summary") or "",
+            "title": message.card.title if message.card else "",
+            "description": message.card.summary if message.card else "",
         }
         if blob is not None:
             external["thumb"] = blob

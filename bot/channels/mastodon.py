@@ -13,7 +13,7 @@ import html
 import logging
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import requests
@@ -28,21 +28,36 @@ from bot.channels.base import (
 )
 from bot.channels.http import HttpClient, error_for, read_secret
 from bot.channels.options import MastodonOptions
-from bot.images import (
-    MASTODON_DEFAULT_MAX_BYTES,
-    MASTODON_DEFAULT_MAX_PIXELS,
-    ProcessedImage,
-)
+from bot.images import ProcessedImage
+from bot.network import ImageLimits, Network
+from bot.render import fit
 from bot.render.media import with_hero_image
 from bot.render.post import render_post
 
 log = logging.getLogger("briefbot.mastodon")
 
 DEFAULT_TOKEN_ENV = "MASTODON_TOKEN"
-NOT_PROCESSED = "not finished processing"
+NOT_PROCESSED = "not finished processing"  # English only; the media state decides otherwise
 ALT_TEXT_MAX = 1500
 RECENT_STATUSES = 40
 _HREF = re.compile(r'href="([^"]*)"')
+
+
+def _rules(options: dict[str, Any]) -> fit.NetworkRules:
+    """Mastodon's length: the instance's own limit and link charge, as read into `options`."""
+    return fit.mastodon_rules(int(options.get("max_characters", 500)),
+                              int(options.get("characters_reserved_per_url", fit.URL_LENGTH)))
+
+
+# Stock defaults only (app/models/media_attachment.rb: IMAGE_LIMIT 16 MB, MAX_MATRIX_LIMIT
+# 7680x4320 since 4.4); an instance advertises its own, which replace these at render.
+MASTODON_DEFAULT_MAX_BYTES = 16_000_000
+MASTODON_DEFAULT_MAX_PIXELS = 33_177_600
+STOCK_IMAGES = ImageLimits(max_bytes=MASTODON_DEFAULT_MAX_BYTES,
+                           max_pixels=MASTODON_DEFAULT_MAX_PIXELS,
+                           formats=("image/jpeg", "image/png", "image/gif", "image/webp"))
+NETWORK = Network("mastodon", "Mastodon", "characters", rules=_rules, images=STOCK_IMAGES,
+                  limits_announced=True)
 
 
 @dataclass(frozen=True)
@@ -58,6 +73,7 @@ class InstanceLimits:
 
 class MastodonChannel(Channel):
     type = "mastodon"
+    network = NETWORK
     Options = MastodonOptions
 
     def __init__(self, name, config, settings):
@@ -84,19 +100,19 @@ class MastodonChannel(Channel):
         limits = self.limits()
         options = {**self.options, "max_characters": limits.max_characters,
                    "characters_reserved_per_url": limits.characters_reserved_per_url}
-        message = render_post(brief, key, network="mastodon", settings=self.settings,
+        message = render_post(brief, key, network=NETWORK, settings=self.settings,
                               options=options)
-        return with_hero_image(message, self.settings, brief,
-                               max_bytes=limits.image_size_limit,
-                               max_pixels=limits.image_matrix_limit,
+        images = replace(STOCK_IMAGES, max_bytes=limits.image_size_limit,
+                         max_pixels=limits.image_matrix_limit)
+        return with_hero_image(message, self.settings, brief, images,
                                notes=(limits.warning,) if limits.warning else ())
 
     # -- send -------------------------------------------------------------------------------
 
     def send(self, message: Message) -> Receipt:
-        notes = list(message.notes)
+        notes = [note.text for note in message.notes]
         media_ids = []
-        image: ProcessedImage | None = message.extra.get("image")
+        image: ProcessedImage | None = message.fitted_image
         if image is not None:
             media_id = self._upload(image, message.image_alt, notes)
             if media_id:
@@ -184,30 +200,48 @@ class MastodonChannel(Channel):
                          f"({_error_text(response)})")
             return None
         media = response.json()
+        media_id = str(media["id"])
         if response.status_code == 202 or not media.get("url"):
-            self._wait_processed(str(media["id"]))
-        return str(media["id"])
+            failed = self._wait_processed(media_id)
+            if failed:
+                notes.append(f"posted without its image: {self.instance} could not process it "
+                             f"({failed})")
+                return None
+        return media_id
 
-    def _wait_processed(self, media_id: str) -> None:
-        """Poll until the instance has processed the upload, for at most `media_wait` s.
+    def _wait_processed(self, media_id: str) -> str | None:
+        """Poll until the instance has processed the upload, for at most `media_wait` s; the
+        instance's words if processing failed (a 422 on `GET /api/v1/media/:id`), else None.
 
         If it is still not done, the status post below retries the 422 the same bounded way.
         """
         deadline = time.monotonic() + self.media_wait
         delay = self.poll_interval
         while time.monotonic() < deadline:
-            response = self._request("GET", f"/api/v1/media/{media_id}", ok=(206,),
-                                     doing="waiting for the image to be processed")
+            response = self._media_state(media_id)
+            if response.status_code == 422:
+                return _error_text(response)
             if response.status_code == 200 and response.json().get("url"):
-                return
+                return None
             time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
             delay = min(delay * 1.5, 5.0)
+        return None
+
+    def _media_state(self, media_id: str) -> requests.Response:
+        """`GET /api/v1/media/:id`: 200 processed, 206 still processing, 422 failed."""
+        return self._request("GET", f"/api/v1/media/{media_id}", ok=(206, 422),
+                             doing="waiting for the image to be processed")
+
+    def _still_processing(self, media_ids: list[str]) -> bool:
+        """Whether a 422 on the status is Mastodon's "not finished processing": told by the
+        media's state, since the error text is in the account's language."""
+        return any(self._media_state(m).status_code == 206 for m in media_ids)
 
     def _post_status(self, message: Message, media_ids: list[str]) -> dict[str, Any]:
         body: dict[str, Any] = {"status": message.text, "visibility": self.visibility}
         if media_ids:
             body["media_ids"] = media_ids
-        language = message.extra.get("language") or self.options.get("language")
+        language = message.language or self.options.get("language")
         if language:
             body["language"] = str(language)
         headers = {"Idempotency-Key": message.idempotency_key}
@@ -219,7 +253,7 @@ class MastodonChannel(Channel):
             if response.status_code != 422:
                 return response.json()
             text = _error_text(response)
-            if NOT_PROCESSED not in text:
+            if NOT_PROCESSED not in text and not self._still_processing(media_ids):
                 raise PermanentError(f"{self.instance} refused the status: {text}")
             if time.monotonic() >= deadline:
                 raise TransientError(f"{self.instance} is still processing the image after "

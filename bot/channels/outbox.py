@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bot.channels.base import Channel, Message, PermanentError, Receipt
+from bot.channels.networks import network_of
 from bot.channels.options import OutboxOptions
 from bot.render.post import render_post
 
@@ -36,8 +37,7 @@ class OutboxChannel(Channel):
         return base / self.name
 
     def render(self, brief, key) -> Message:
-        network = self.options.get("network", "generic")
-        return render_post(brief, key, network=network, settings=self.settings,
+        return render_post(brief, key, network=network_of(self), settings=self.settings,
                            options=self.options)
 
     def _existing(self, message: Message) -> list[Path]:
@@ -70,7 +70,7 @@ class OutboxChannel(Channel):
                     "image_alt": message.image_alt,
                     "length": message.length,
                     "limit": message.limit,
-                    "notes": list(message.notes),
+                    "notes": [note.text for note in message.notes],
                     "idempotency_key": message.idempotency_key,
                 },
                 ensure_ascii=False,

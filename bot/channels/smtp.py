@@ -166,13 +166,13 @@ class SmtpChannel(Channel):
         prepared = prepare_brief_email(self.settings, brief, now=datetime.now(UTC))
         return Message(key=key, kind="email", text=prepared.text, subject=prepared.subject,
                        html=prepared.html, length=prepared.html_bytes,
-                       extra={"brief": brief, "prepared": prepared})
+                       prepared_email=prepared)
 
     def send(self, message: Message) -> Receipt:
         if not message.key.recipient or message.raw is None:
             raise PermanentError("an email needs a recipient and its raw bytes to be sent")
         reply = self.send_raw(self.sender_for(message.key), message.key.recipient, message.raw)
-        return Receipt(remote_id=message.extra.get("message_id"), note=reply)
+        return Receipt(remote_id=message.message_id, note=reply)
 
     def reconcile(self, message: Message) -> Receipt | None:
         if message.key.recipient:

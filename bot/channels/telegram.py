@@ -14,7 +14,6 @@ options `hashtags` and `utm`.
 from __future__ import annotations
 
 import html
-from dataclasses import replace
 from typing import Annotated, Any
 
 from pydantic import Field, StringConstraints
@@ -22,6 +21,8 @@ from pydantic import Field, StringConstraints
 from bot.channels.base import Channel, Message, PermanentError, Receipt
 from bot.channels.http import HttpClient, error_for, json_or_none, read_secret
 from bot.channels.options import EnvName, PostOptions, Seconds
+from bot.network import ImageLimits, Network
+from bot.render import fit
 from bot.render.media import with_hero_image
 from bot.render.post import render_post
 
@@ -44,9 +45,19 @@ def telegram_length(text: str) -> int:
     return len(text.encode("utf-16-le")) // 2
 
 
+NETWORK = Network(
+    "telegram", "Telegram", "characters (UTF-16)",
+    rules=lambda options: fit.NetworkRules(
+        "telegram", int(options.get("max_characters", CAPTION_MAX)), telegram_length),
+    images=ImageLimits(max_bytes=PHOTO_MAX_BYTES, max_side=PHOTO_MAX_SIDE),
+    template="social/generic.txt.j2",  # plain text, escaped for HTML parse mode at send
+)
+
+
 class TelegramChannel(Channel):
     type = "telegram"
     Options = TelegramOptions
+    network = NETWORK
 
     def __init__(self, name, config, settings):
         super().__init__(name, config, settings)
@@ -59,17 +70,15 @@ class TelegramChannel(Channel):
     # -- render -----------------------------------------------------------------------------
 
     def render(self, brief, key) -> Message:
-        message = render_post(brief, key, network="generic", settings=self.settings,
+        message = render_post(brief, key, network=NETWORK, settings=self.settings,
                               options=self.options)
-        message = replace(message, length=telegram_length(message.text), limit=CAPTION_MAX)
-        return with_hero_image(message, self.settings, brief, max_bytes=PHOTO_MAX_BYTES,
-                               max_side=PHOTO_MAX_SIDE)
+        return with_hero_image(message, self.settings, brief, NETWORK.images)
 
     # -- send -------------------------------------------------------------------------------
 
     def send(self, message: Message) -> Receipt:
         text = html.escape(message.text, quote=False)
-        image = message.extra.get("image")
+        image = message.fitted_image
         if image is not None and telegram_length(message.text) <= CAPTION_MAX:
             extension = image.mime.split("/")[-1].replace("jpeg", "jpg")
             answer = self._call("sendPhoto", doing="posting the photo", data={

@@ -26,7 +26,9 @@ from bot.channels.base import (
     Receipt,
 )
 from bot.channels.http import HttpClient, error_for, json_or_none, read_secret
+from bot.channels.networks import network_of
 from bot.channels.options import WebhookOptions
+from bot.message import Note, NoteKind
 from bot.render.post import render_post
 
 
@@ -44,19 +46,20 @@ class WebhookChannel(Channel):
         self._http: HttpClient | None = None
 
     def render(self, brief, key) -> Message:
-        message = render_post(brief, key, network=self.options.get("network", "generic"),
-                              settings=self.settings, options=self.options)
+        message = render_post(brief, key, network=network_of(self), settings=self.settings,
+                              options=self.options)
         image = brief.image if brief.image and urlsplit(brief.image).scheme in (
             "http", "https") else None
         notes = message.notes
         if brief.image and not image:
-            notes += ("the hero image is a local file; webhooks carry only image URLs",)
+            notes += (Note(NoteKind.WARNING,
+                           "the hero image is a local file; webhooks carry only image URLs"),)
         return replace(message, image=image, notes=notes)
 
     def payload(self, message: Message) -> dict[str, Any]:
         """The JSON body for this channel's shape."""
-        title = str(message.extra.get("title") or "")
-        summary = str(message.extra.get("summary") or "")
+        title = message.card.title if message.card else ""
+        summary = message.card.summary if message.card else ""
         if self.shape == "slack":
             blocks: list[dict[str, Any]] = [{"type": "section", "text": {
                 "type": "mrkdwn", "text": _slack_escape(message.text)}}]

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 import regex
 
+from bot.render.x_emoji import VALID_EMOJI
+
 URL_LENGTH = 23  # what X (t.co) and Mastodon charge for any link
 
 
@@ -37,7 +39,8 @@ class XConfig:
     )
 
 
-# v2 weighs an emoji per code point; v3 (what X uses today) counts a whole emoji sequence as 2.
+# v2 weighs an emoji per code point; v3 (what X uses today) counts each emoji its list knows as 2
+# (`bot.render.x_emoji`), a newer sequence by its known parts and code points.
 X_CONFIGS: dict[str, XConfig] = {"v2": XConfig(emoji_parsing=False), "v3": XConfig()}
 
 
@@ -50,16 +53,6 @@ class XCount:
     permillage: int
 
 
-_PIC = (r"(?:[\u00A9\u00AE\u2122]\uFE0F"  # ©®™ are emoji only when asked for, as in twemoji
-        r"|[\p{Extended_Pictographic}--[\u00A9\u00AE\u2122]](?:\uFE0F|(?!\uFE0E)))"
-        r"\p{Emoji_Modifier}?")
-_EMOJI = regex.compile(
-    r"\U0001F3F4[\U000E0020-\U000E007E]+\U000E007F"  # subdivision flags
-    r"|\p{Regional_Indicator}{2}"  # country flags
-    r"|[#*0-9]\uFE0F?\u20E3"  # keycaps
-    rf"|{_PIC}(?:\u200D{_PIC})*",  # single, skin-toned and ZWJ sequences
-    regex.V1,
-)
 _GRAPHEME = regex.compile(r"\X")
 _INVALID_CHARS = frozenset("\uFFFE\uFEFF\uFFFF")
 
@@ -69,7 +62,8 @@ def x_parse(text: str, config: str | XConfig = "v3") -> XCount:
     cfg = X_CONFIGS[config] if isinstance(config, str) else config
     text = unicodedata.normalize("NFC", text)
     urls = dict(_UrlScanner(text).extract())
-    emoji = ({m.start(): m.end() for m in _EMOJI.finditer(text)} if cfg.emoji_parsing else {})
+    emoji = ({m.start(): m.end() for m in VALID_EMOJI.finditer(text)} if cfg.emoji_parsing
+             else {})
     total, i, n = 0, 0, len(text)
     while i < n:
         if i in urls:

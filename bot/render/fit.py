@@ -17,6 +17,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import regex
 
+from bot.message import Note, NoteKind
 from bot.render.counting import (
     _GRAPHEME,
     URL_LENGTH,
@@ -90,8 +91,12 @@ class FittedPost:
     length: int
     limit: int
     url: str
-    cut: tuple[str, ...] = ()
+    notes: tuple[Note, ...] = ()  # what was cut, in the order it was cut
     facets: tuple[dict[str, Any], ...] = ()
+
+    @property
+    def cut(self) -> tuple[str, ...]:
+        return tuple(note.text for note in self.notes)
 
 
 # A noncharacter: stripped from titles and tags, so it can only come from our own url argument.
@@ -164,7 +169,7 @@ def fit_post(rules: NetworkRules, *, title: str, url: str, hashtags: Iterable[st
             offset += len(shown) + len(piece)
         return shown.join(pieces), starts
 
-    cut: list[str] = []
+    cut: list[Note] = []
     text, starts = build(title)
     if not rules.fits(text) and tags:
         # The most leading hashtags that fit, by bisection: a few layouts, not one per tag.
@@ -174,17 +179,19 @@ def fit_post(rules: NetworkRules, *, title: str, url: str, hashtags: Iterable[st
             tags[:] = every[:mid]
             keep, hi = (mid, hi) if rules.fits(build(title)[0]) else (keep, mid - 1)
         tags[:] = every[:keep]
-        cut += [f"dropped hashtag {tag}" for tag in reversed(every[keep:])]
+        cut += [Note(NoteKind.HASHTAG_DROPPED, f"dropped hashtag {tag}", subject=tag)
+                for tag in reversed(every[keep:])]
         text, starts = build(title)
     if not rules.fits(text) and extra_text:
         extra_text = ""
-        cut.append("dropped extra text")
+        cut.append(Note(NoteKind.CUT, "dropped extra text"))
         text, starts = build(title)
     if not rules.fits(text) and title:
         short = _shorten(title, lambda candidate: rules.fits(build(candidate)[0]))
         graphemes = grapheme_length(title)
-        cut.append(f"shortened title from {graphemes} to {grapheme_length(short)} characters"
-                   if short else f"dropped title ({graphemes} characters)")
+        cut.append(Note(NoteKind.CUT, f"shortened title from {graphemes} to "
+                        f"{grapheme_length(short)} characters" if short
+                        else f"dropped title ({graphemes} characters)"))
         title = short
         text, starts = build(title)
     if not rules.fits(text):
@@ -198,7 +205,7 @@ def fit_post(rules: NetworkRules, *, title: str, url: str, hashtags: Iterable[st
         facets += tuple(_other_link_facets(text, [(s, s + len(shown)) for s in starts]))
         facets = tuple(sorted(facets, key=lambda f: f["index"]["byteStart"]))
     return FittedPost(text=text, length=rules.count(text), limit=rules.max_length, url=url,
-                      cut=tuple(cut), facets=facets)
+                      notes=tuple(cut), facets=facets)
 
 
 def _shorten(title: str, fits: Callable[[str], bool]) -> str:

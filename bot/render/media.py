@@ -24,7 +24,8 @@ from PIL import Image
 from bot.briefs import Brief
 from bot.config import Settings
 from bot.images import ImageError, ProcessedImage, fit_image, load_image
-from bot.message import Message
+from bot.message import Message, Note, NoteKind
+from bot.network import ImageLimits
 
 _UNLIMITED = 1 << 62
 T = TypeVar("T")
@@ -32,34 +33,44 @@ T = TypeVar("T")
 
 def prepare_image(
     settings: Settings, brief: Brief, *, max_bytes: int, max_pixels: int | None = None,
-    max_side: int | None = None,
+    max_side: int | None = None, png: bool = True,
 ) -> tuple[ProcessedImage | None, str | None]:
-    """`(image, None)`, `(None, None)` when the brief has no image, or `(None, warning)`."""
+    """`(image, None)`, `(None, None)` when the brief has no image, or `(None, warning)`;
+    `png=False` for a network that takes no PNG (a transparent image is flattened to JPEG)."""
     if not brief.image:
         return None, None
     memo = _memo.get()
     try:
         if memo is not None:
             image = memo.fit(settings, brief, max_bytes=max_bytes, max_pixels=max_pixels,
-                             max_side=max_side)
+                             max_side=max_side, png=png)
         else:
             data = _load(settings, brief)
             image = fit_image(data, max_bytes=max_bytes, max_pixels=max_pixels,
-                              max_side=max_side, source=brief.image)
+                              max_side=max_side, png=png, source=brief.image)
     except ImageError as error:
         return None, f"hero image left out: {error} (brief {brief.path}, field `image`)"
     return image, None
 
 
-def with_hero_image(message: Message, settings: Settings, brief: Brief, *, max_bytes: int,
-                    max_pixels: int | None = None, max_side: int | None = None,
+def prepare_for(settings: Settings, brief: Brief,
+                limits: ImageLimits) -> tuple[ProcessedImage | None, str | None]:
+    """`prepare_image` fitted to a network's declared image limits."""
+    return prepare_image(settings, brief, max_bytes=limits.max_bytes,
+                         max_pixels=limits.max_pixels, max_side=limits.max_side,
+                         png=limits.keeps_png)
+
+
+def with_hero_image(message: Message, settings: Settings, brief: Brief, limits: ImageLimits, *,
                     notes: tuple[str, ...] = ()) -> Message:
-    """`message` with the brief's hero image fitted to a network (`extra["image"]`), and a
-    warning among its notes when the image had to be left out."""
-    image, warning = prepare_image(settings, brief, max_bytes=max_bytes, max_pixels=max_pixels,
-                                   max_side=max_side)
-    notes = message.notes + notes + ((warning,) if warning else ())
-    return replace(message, extra={**message.extra, "image": image}, notes=notes)
+    """`message` with the brief's hero image fitted to a network's declared limits
+    (`fitted_image`), the adapter's own warnings (`notes`, as text) and a note when the image
+    had to be left out."""
+    image, warning = prepare_for(settings, brief, limits)
+    added = [Note(NoteKind.WARNING, note) for note in notes]
+    if warning:
+        added.append(Note(NoteKind.IMAGE_LEFT_OUT, warning))
+    return replace(message, fitted_image=image, notes=(*message.notes, *added))
 
 
 class ImageMemo:
@@ -67,7 +78,7 @@ class ImageMemo:
 
     def __init__(self) -> None:
         self._loaded: dict[tuple[str, str], bytes | ImageError] = {}
-        self._fitted: dict[tuple[str, str, int | None, int | None, int],
+        self._fitted: dict[tuple[str, str, int | None, int | None, int, bool],
                            ProcessedImage | ImageError] = {}
 
     def load(self, settings: Settings, brief: Brief) -> bytes:
@@ -81,16 +92,18 @@ class ImageMemo:
         return _unwrap(self._loaded[key])
 
     def fit(self, settings: Settings, brief: Brief, *, max_bytes: int,
-            max_pixels: int | None = None, max_side: int | None = None) -> ProcessedImage:
+            max_pixels: int | None = None, max_side: int | None = None,
+            png: bool = True) -> ProcessedImage:
         width, height = self._size(settings, brief)
         if max_pixels is not None and width * height <= max_pixels:
             max_pixels = None  # a pixel cap the image is under changes nothing
         if max_side is not None and max(width, height) <= max_side:
             max_side = None
-        key = (str(brief.image), str(brief.path.parent), max_pixels, max_side, max_bytes)
+        key = (str(brief.image), str(brief.path.parent), max_pixels, max_side, max_bytes, png)
         if key not in self._fitted:
             try:
-                self._fitted[key] = self._fit(settings, brief, max_bytes, max_pixels, max_side)
+                self._fitted[key] = self._fit(settings, brief, max_bytes, max_pixels, max_side,
+                                              png)
             except ImageError as error:
                 self._fitted[key] = error
         return _unwrap(self._fitted[key])
@@ -104,21 +117,21 @@ class ImageMemo:
             return 0, 0
 
     def _fit(self, settings: Settings, brief: Brief, max_bytes: int,
-             max_pixels: int | None, max_side: int | None) -> ProcessedImage:
+             max_pixels: int | None, max_side: int | None, png: bool) -> ProcessedImage:
         data = self.load(settings, brief)
         source = str(brief.image)
         if max_bytes == _UNLIMITED:
             return fit_image(data, max_bytes=max_bytes, max_pixels=max_pixels,
-                             max_side=max_side, source=source)
+                             max_side=max_side, png=png, source=source)
         # fit_image's first encoding does not depend on max_bytes: when it was not resized and
         # is under this limit, it is exactly what fit_image returns for this limit. One encoding
         # then serves every network whose limit it fits.
         first = self.fit(settings, brief, max_bytes=_UNLIMITED, max_pixels=max_pixels,
-                         max_side=max_side)
+                         max_side=max_side, png=png)
         if not first.resized and len(first.data) <= max_bytes:
             return first
         return fit_image(data, max_bytes=max_bytes, max_pixels=max_pixels, max_side=max_side,
-                         source=source)
+                         png=png, source=source)
 
 
 _memo: ContextVar[ImageMemo | None] = ContextVar("briefbot_image_memo", default=None)

@@ -1,4 +1,5 @@
-"""A brief → a social post for one network: its Jinja template, fitted to the network's rules."""
+"""A brief → a social post for one network: its Jinja template, fitted to the network's rules,
+both read from the network's declaration (`bot.network.Network`, declared by its channel)."""
 
 from __future__ import annotations
 
@@ -9,20 +10,15 @@ import regex
 
 from bot.briefs import Brief, Problem
 from bot.config import Settings
-from bot.message import DeliveryKey, Message
+from bot.message import DeliveryKey, LinkCard, Message
+from bot.network import NO_CARD, Network
 from bot.render import fit
 from bot.render.counting import linked_part
 from bot.render.templates import template_env
 
-RULES = {
-    "generic": lambda options: fit.GENERIC,
-    "x": lambda options: fit.X,
-    "mastodon": lambda options: fit.mastodon_rules(
-        int(options.get("max_characters", 500)),
-        int(options.get("characters_reserved_per_url", fit.URL_LENGTH)),
-    ),
-    "bluesky": lambda options: fit.BLUESKY,
-}
+# A post for no network in particular (an outbox, a webhook): graphemes, no image of its own.
+GENERIC = Network("generic", "Post", "characters", rules=lambda options: fit.GENERIC,
+                  link_card=NO_CARD)
 
 
 def hashtags_for(brief: Brief, options: dict[str, Any]) -> list[str]:
@@ -64,12 +60,10 @@ def brief_language(brief: Brief) -> str | None:
     return str(value).strip() or None if value else None
 
 
-def render_post(brief: Brief, key: DeliveryKey, *, network: str, settings: Settings,
+def render_post(brief: Brief, key: DeliveryKey, *, network: Network, settings: Settings,
                 options: dict[str, Any]) -> Message:
-    if network not in RULES:
-        raise ValueError(f"unknown network {network!r}; use one of {', '.join(RULES)}")
-    rules = RULES[network](options)
-    template = template_env(settings).get_template(f"social/{network}.txt.j2")
+    rules = network.rules(options)
+    template = template_env(settings).get_template(network.template_name)
     url = brief.source_url or ""
     utm = options.get("utm") or {}
     if utm:
@@ -94,9 +88,10 @@ def render_post(brief: Brief, key: DeliveryKey, *, network: str, settings: Setti
         image_alt=brief.image_alt,
         length=fitted.length,
         limit=fitted.limit,
-        notes=tuple(fitted.cut),
-        extra={"facets": fitted.facets, "language": brief_language(brief),
-               "title": brief.title, "summary": brief.summary, "brief_path": str(brief.path)},
+        notes=fitted.notes,
+        card=LinkCard(title=brief.title or "", summary=brief.summary or ""),
+        language=brief_language(brief),
+        facets=fitted.facets,
     )
 
 

@@ -1,10 +1,12 @@
-"""A fake Mastodon server on loopback: the endpoints the Mastodon adapter uses, in Mastodon's
-documented shapes (v4 API).
+"""A fake Mastodon server on loopback, built from the documentation and source summarised in
+tests/data/mastodon-api.md.
 
 It checks the `Bearer` token, counts status length the way Mastodon does (grapheme clusters,
 every link as `characters_reserved_per_url`), can process media asynchronously (202, then 206
-from `GET /api/v1/media/:id` until done, and 422 for a status that attaches unprocessed media),
-and honours `Idempotency-Key` on `POST /api/v1/statuses`.
+from `GET /api/v1/media/:id` until done, 422 there when processing failed, and 422 for a status
+that attaches unprocessed media, in the words of its `locale`), and honours `Idempotency-Key` on
+`POST /api/v1/statuses` for an hour of its clock, as Mastodon keeps the key in Redis with
+`setex(..., 3_600, ...)`; after that the same key makes a second status.
 """
 
 from __future__ import annotations
@@ -22,6 +24,11 @@ from tests.fakes.server import FakeApi, Reply, Request, route
 
 _URL = re.compile(r"https?://\S+")
 NOT_PROCESSED = "Cannot attach files that have not finished processing. Try again in a moment!"
+# `media_attachments.validations.not_ready` in another locale: Mastodon localises error texts,
+# so a client must tell this 422 by the media's state, not by these words (illustrative wording).
+NOT_PROCESSED_FR = ("Impossible de joindre des fichiers dont le traitement n'est pas terminé. "
+                    "Réessayez dans un instant !")
+IDEMPOTENCY_TTL = 3600  # post_status_service.rb: redis.setex(idempotency_key, 3_600, ...)
 
 
 @dataclass
@@ -31,6 +38,7 @@ class Media:
     content_type: str
     description: str | None
     polls_left: int  # GETs answered 206 before processing is done
+    failed: bool = False  # processing failed: GET answers 422
 
     @property
     def processed(self) -> bool:
@@ -44,14 +52,18 @@ class Status:
     visibility: str
     media_ids: list[str]
     idempotency_key: str | None
+    key_stored_at: float = 0.0  # on the fake's clock
     created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
 
 class FakeMastodon(FakeApi):
     def __init__(self, *, token: str, max_characters: int = 500, url_chars: int = 23,
                  image_size_limit: int = 16 * 1024 * 1024, image_matrix_limit: int = 33177600,
-                 media_polls: int = 0, username: str = "briefbot") -> None:
+                 media_polls: int = 0, username: str = "briefbot", locale: str = "en",
+                 fail_processing: bool = False) -> None:
         super().__init__()
+        self.locale = locale
+        self.fail_processing = fail_processing  # every upload's processing fails
         self.token = token
         self.max_characters = max_characters
         self.url_chars = url_chars
@@ -71,8 +83,8 @@ class FakeMastodon(FakeApi):
         reset = datetime.now(UTC) + timedelta(seconds=reset_in)
         self.fail_next(429, path=path, body={"error": "Too many requests"}, headers={
             "X-RateLimit-Limit": "300", "X-RateLimit-Remaining": "0",
-            "X-RateLimit-Reset": reset.isoformat(timespec="milliseconds").replace("+00:00",
-                                                                                  "Z")})
+            # rack_attack.rb: Time#iso8601(6), six decimals and a Z
+            "X-RateLimit-Reset": reset.strftime("%Y-%m-%dT%H:%M:%S.%fZ")})
         return reset
 
     def unauthorized_next(self, *, path: str | None = None) -> None:
@@ -129,7 +141,8 @@ class FakeMastodon(FakeApi):
                                         f"{self.image_size_limit} Bytes"})
         media_id = str(next(self._ids))
         description = form["description"].text if "description" in form else None
-        media = Media(media_id, part.data, part.content_type, description, self.media_polls)
+        media = Media(media_id, part.data, part.content_type, description, self.media_polls,
+                      failed=self.fail_processing)
         self.media[media_id] = media
         return Reply(200 if media.processed else 202, self._media_json(media))
 
@@ -138,6 +151,8 @@ class FakeMastodon(FakeApi):
         media = self.media.get(media_id)
         if media is None:
             return Reply(404, {"error": "Record not found"})
+        if media.failed:  # media_controller.rb: check_processing
+            return Reply(422, {"error": "Error processing thumbnail for uploaded media"})
         if not media.processed:
             media.polls_left -= 1
             if not media.processed:
@@ -147,9 +162,10 @@ class FakeMastodon(FakeApi):
     @route("POST", r"/api/v1/statuses")
     def post_status(self, request: Request) -> Reply:
         key = request.header("idempotency-key")
+        now = self.clock.now()
         if key:
             for status in self.statuses:
-                if status.idempotency_key == key:
+                if status.idempotency_key == key and now - status.key_stored_at < IDEMPOTENCY_TTL:
                     return Reply(200, self._status_json(status))
         body = request.json()
         text = body.get("status") or ""
@@ -163,10 +179,11 @@ class FakeMastodon(FakeApi):
             media = self.media.get(media_id)
             if media is None:
                 return Reply(422, {"error": "Validation failed: media not found"})
-            if not media.processed:
-                return Reply(422, {"error": NOT_PROCESSED})
+            if not media.processed and not media.failed:
+                words = NOT_PROCESSED if self.locale == "en" else NOT_PROCESSED_FR
+                return Reply(422, {"error": words})
         status = Status(str(next(self._ids)), text, body.get("visibility") or "public",
-                        media_ids, key)
+                        media_ids, key, key_stored_at=now)
         self.statuses.append(status)
         return Reply(200, self._status_json(status))
 

@@ -2,7 +2,9 @@
 request, and failures on demand (an error status for the next N requests, or a lost answer).
 
 A fake API subclasses `FakeApi`, declares routes with `@route(METHOD, PATTERN)` and returns
-`Reply` objects; tests read `requests` and call `fail_next` / `lose_next`.
+`Reply` objects; tests read `requests` and call `fail_next` / `lose_next`, and move the fake's
+`clock` on (never sleep) to pass a window the service keeps, such as how long it remembers an
+idempotency key.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.message import Message as MimeMessage
@@ -89,6 +92,19 @@ class _Failure:
 Handler = Callable[..., Reply]
 
 
+class FakeClock:
+    """The time a fake server goes by: the real clock plus whatever a test skipped ahead."""
+
+    def __init__(self) -> None:
+        self.skipped = 0.0
+
+    def now(self) -> float:
+        return time.time() + self.skipped
+
+    def advance(self, seconds: float) -> None:
+        self.skipped += seconds
+
+
 def route(method: str, pattern: str) -> Callable[[Handler], Handler]:
     """Declare a handler for METHOD and a path regex; named groups become keyword arguments."""
 
@@ -104,6 +120,7 @@ class FakeApi:
 
     def __init__(self) -> None:
         self.requests: list[Request] = []
+        self.clock = FakeClock()
         self.lock = threading.RLock()
         self._failures: list[_Failure] = []
         self._lose: list[tuple[str, str]] = []

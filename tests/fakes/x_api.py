@@ -1,13 +1,20 @@
-"""A fake X API v2 on loopback: the endpoints the X adapter uses, in X's documented shapes.
+"""A fake X API v2 on loopback, built from the reference summarised in tests/data/x-api-v2.md:
+`POST /2/tweets`, `POST /2/media/upload`, `POST /2/media/metadata`, `GET /2/users/me` and
+`GET /2/users/{id}/tweets`, with X's problem-details errors and its 429 with
+`x-rate-limit-reset`.
 
 It checks OAuth 1.0a user-context signatures (HMAC-SHA1 over method, URL and query, as X
 does), wraps links in returned texts as t.co links with `entities.urls[].expanded_url` (so
-code that looks for a link must use the entities, as with the real API), refuses duplicate
-texts the way X does, and keeps every upload and post for tests to inspect.
+code that looks for a link must use the entities, as with the real API), refuses a text
+repeated within `duplicate_window` seconds of its clock the way X does (and takes it again
+after that: X's duplicate check is not an idempotency key), and keeps every upload and post
+for tests to inspect.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import io
 import itertools
 import re
@@ -22,6 +29,8 @@ from PIL import Image
 from tests.fakes.server import FakeApi, Reply, Request, route
 
 DUPLICATE = "You are not allowed to create a Tweet with duplicate content."
+DUPLICATE_WINDOW = 24 * 3600  # undocumented by X; a test moves the clock past it
+MEDIA_TYPES = ("image/jpeg", "image/bmp", "image/png", "image/webp", "image/pjpeg", "image/tiff")
 IMAGE_MAX_BYTES = 5 * 1024 * 1024
 IMAGE_MAX_SIDE = 8192  # docs.x.com media best practices: images up to 8192x8192
 _URL = re.compile(r"https?://\S+")
@@ -44,6 +53,7 @@ class Tweet:
     text: str  # as received
     media_ids: list[str] = field(default_factory=list)
     urls: list[dict[str, Any]] = field(default_factory=list)
+    created: float = 0.0  # on the fake's clock
 
     @property
     def display_text(self) -> str:
@@ -62,8 +72,9 @@ def _problem(status: int, title: str, detail: str, **extra: Any) -> Reply:
 class FakeX(FakeApi):
     def __init__(self, *, consumer_key: str, consumer_secret: str, access_token: str,
                  access_secret: str, user_id: str = "1500000000000000001",
-                 username: str = "briefbot") -> None:
+                 username: str = "briefbot", duplicate_window: float = DUPLICATE_WINDOW) -> None:
         super().__init__()
+        self.duplicate_window = duplicate_window
         self.consumer_key, self.consumer_secret = consumer_key, consumer_secret
         self.access_token, self.access_secret = access_token, access_secret
         self.user = {"id": user_id, "name": "Brief Bot", "username": username}
@@ -79,8 +90,7 @@ class FakeX(FakeApi):
         self.fail_next(429, path=path, headers={
             "x-rate-limit-limit": "100", "x-rate-limit-remaining": "0",
             "x-rate-limit-reset": str(reset)},
-            body={"title": "Too Many Requests", "detail": "Too Many Requests",
-                  "type": "about:blank", "status": 429})
+            body={"errors": [{"code": 88, "message": "Rate limit exceeded"}]})
         return reset
 
     def unauthorized_next(self, *, path: str | None = None) -> None:
@@ -120,13 +130,15 @@ class FakeX(FakeApi):
 
     @route("POST", r"/2/media/upload")
     def upload(self, request: Request) -> Reply:
-        form = request.form()
-        if "media" not in form or form.get("media_category") is None:
+        fields = self._upload_fields(request)
+        if fields is None or "media" not in fields or "media_category" not in fields:
             return _problem(400, "Invalid Request", "`media` and `media_category` are required")
-        category = form["media_category"].text
-        data = form["media"].data
+        data, category = fields["media"], fields["media_category"].decode()
+        media_type = fields.get("media_type", b"").decode() or None
         if category != "tweet_image":
             return _problem(400, "Invalid Request", f"unsupported media_category {category}")
+        if media_type is not None and media_type not in MEDIA_TYPES:
+            return _problem(400, "Invalid Request", f"unsupported media_type {media_type}")
         if len(data) > IMAGE_MAX_BYTES:
             return _problem(400, "Invalid Request", "File size exceeds 5242880 bytes.")
         try:
@@ -137,12 +149,30 @@ class FakeX(FakeApi):
         if max(width, height) > IMAGE_MAX_SIDE:
             return _problem(400, "Invalid Request", "Image dimensions exceed 8192x8192.")
         media_id = str(next(self._ids))
-        media_type = form["media_type"].text if "media_type" in form else f"image/{kind}"
-        self.media[media_id] = Media(media_id, data, media_type, category, width, height)
+        self.media[media_id] = Media(media_id, data, media_type or f"image/{kind}", category,
+                                     width, height)
         return Reply(200, {"data": {
             "id": media_id, "media_key": f"3_{media_id}", "size": len(data),
             "expires_after_secs": 86400,
-            "image": {"image_type": media_type, "w": width, "h": height}}})
+            "processing_info": {"state": "succeeded", "check_after_secs": 1,
+                                "progress_percent": 100}}})
+
+    @staticmethod
+    def _upload_fields(request: Request) -> dict[str, bytes] | None:
+        """Multipart parts, or a JSON body with the file base64-encoded (both documented)."""
+        kind = request.header("content-type") or ""
+        if kind.startswith("multipart/form-data"):
+            return {name: part.data for name, part in request.form().items()}
+        if kind.startswith("application/json"):
+            body = request.json()
+            try:
+                fields = {k: str(v).encode() for k, v in body.items() if k != "media"}
+                if "media" in body:
+                    fields["media"] = base64.b64decode(body["media"], validate=True)
+            except (AttributeError, binascii.Error):
+                return None
+            return fields
+        return None
 
     @route("POST", r"/2/media/metadata")
     def metadata(self, request: Request) -> Reply:
@@ -167,7 +197,10 @@ class FakeX(FakeApi):
         unknown = [m for m in media_ids if m not in self.media]
         if unknown:
             return _problem(400, "Invalid Request", f"media ids not found: {unknown}")
-        if any(t.text == text for t in self.tweets):
+        if not text and not media_ids:
+            return _problem(400, "Invalid Request", "one of `text` or `media` is required")
+        now = self.clock.now()
+        if any(t.text == text and now - t.created < self.duplicate_window for t in self.tweets):
             return _problem(403, "Forbidden", DUPLICATE)
         tweet_id = str(next(self._ids))
         urls = []
@@ -175,7 +208,7 @@ class FakeX(FakeApi):
             urls.append({"start": match.start(), "end": match.end(),
                          "url": f"https://t.co/fake{tweet_id[-6:]}{index}",
                          "expanded_url": match.group(), "display_url": match.group()[8:30]})
-        tweet = Tweet(tweet_id, text, media_ids, urls)
+        tweet = Tweet(tweet_id, text, media_ids, urls, created=now)
         self.tweets.append(tweet)
         return Reply(201, {"data": {"id": tweet_id, "text": tweet.display_text,
                                     "edit_history_tweet_ids": [tweet_id]}})
@@ -189,6 +222,10 @@ class FakeX(FakeApi):
         if user_id != self.user["id"]:
             return Reply(200, {"meta": {"result_count": 0}})
         limit = int(request.query.get("max_results", ["10"])[0])
+        if not 5 <= limit <= 100:
+            return _problem(400, "Invalid Request",
+                            f"The `max_results` query parameter value [{limit}] is not between "
+                            "5 and 100")
         fields = ",".join(request.query.get("tweet.fields", [])).split(",")
         newest = list(reversed(self.tweets))[:limit]
         data = []
