@@ -4,7 +4,9 @@ Posts (`bot.publish`) and emails (`bot.mailing`) both go through `DeliveryStep.d
 only choose what to deliver and report what came of it. The step owns every rule of a single
 delivery: the guarded claim, reconciling before resending, which error means what, the retry
 schedule, the bound on resending unknown outcomes, and keeping the claim alive while a slow send
-runs, so nobody else takes it over and sends a second copy.
+runs, so nobody else takes it over and sends a second copy. `deliver_batch` is the same step for
+a provider's batch endpoint: a batch claimed in one statement, one call, every recipient's
+outcome recorded in one transaction, through the same error mapping (`_decide`).
 """
 
 from __future__ import annotations
@@ -12,14 +14,16 @@ from __future__ import annotations
 import logging
 import random
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from bot import redaction
 from bot.channels import Channel
+from bot.channels.batch import BatchChannel, BatchItem, BatchOutcome
 from bot.config import PublishConfig
-from bot.ledger import Ledger
+from bot.ledger import Ledger, Outcome
 from bot.message import (
     CannotReconcile,
     ChannelError,
@@ -27,11 +31,17 @@ from bot.message import (
     Message,
     PermanentError,
     Receipt,
+    TransientError,
     UnknownOutcome,
 )
 from bot.retry import next_attempt
 
 log = logging.getLogger("briefbot.delivery")
+
+#: A batch refused with a delay (429 Retry-After) is made again after it, at most this many
+#: times and for delays up to this many seconds; beyond, its recipients wait for a later run.
+RATE_LIMIT_RETRIES = 5
+RATE_LIMIT_WAIT = 120.0
 
 
 @dataclass(frozen=True)
@@ -51,6 +61,22 @@ class Result:
     receipt: Receipt | None = None
     message: Message | None = None
     error: ChannelError | None = None
+
+
+@dataclass(frozen=True)
+class BatchEntry:
+    """One recipient of a batch: its key, its row so far, and its personalised item (None with
+    `problem` when the address cannot be written into a message)."""
+
+    key: DeliveryKey
+    prior: Prior | None
+    item: BatchItem | None
+    problem: str = ""
+
+
+def _message(item: BatchItem) -> Message:
+    return Message(key=item.key, kind="email", text="", raw=item.raw,
+                   message_id=item.message_id)
 
 
 class DeliveryStep:
@@ -104,6 +130,94 @@ class DeliveryStep:
             return Result("lost", detail, receipt, message)
         return Result("sent", receipt.note or "", receipt, message)
 
+    def deliver_batch(self, entries: Sequence[BatchEntry], now: datetime,
+                      prepared: Any) -> list[Result]:
+        """One attempt at every entry's key through the channel's batch endpoint: the new keys
+        claimed in one statement, one `send_batch` call, every outcome recorded in one
+        statement. The results are in the entries' order. All keys share campaign and channel.
+        """
+        channel: BatchChannel = self.channel  # type: ignore[assignment]
+        if not entries:
+            return []
+        campaign, name = entries[0].key.campaign, entries[0].key.channel
+        fresh = [e.key.recipient for e in entries if e.prior is None]
+        claimed = self.ledger.claim_batch(campaign, name, fresh)
+        results: dict[str, Result] = {}
+        held: list[tuple[BatchEntry, int]] = []
+        dead: list[Outcome] = []
+        for entry in entries:
+            key, prior = entry.key, entry.prior
+            if not (key.recipient in claimed if prior is None
+                    else self._claim(key, prior, now, None)):
+                results[key.recipient] = Result("elsewhere", "another worker has it")
+                continue
+            attempts = (prior.attempts if prior else 0) + 1
+            if entry.item is None:  # an address that cannot be written into a header
+                detail = f"cannot render: {entry.problem}"
+                dead.append(Outcome(key.recipient, "dead", note=detail))
+                results[key.recipient] = Result("dead", detail)
+                continue
+            if prior is not None and prior.state == "unknown":
+                settled = self._settle(key, _message(entry.item), attempts, now)
+                if settled is not None:
+                    results[key.recipient] = settled
+                    continue
+            held.append((entry, attempts))
+        outcomes = dead
+        if held:
+            answers = self._send_batch(channel, prepared, [e.item for e, _ in held])
+            for (entry, attempts), answer in zip(held, answers, strict=True):
+                recipient = entry.key.recipient
+                if isinstance(answer, Receipt):
+                    outcomes.append(Outcome(recipient, "sent", remote_id=answer.remote_id,
+                                            remote_url=answer.url, note=answer.note))
+                    results[recipient] = Result("sent", answer.note or "", answer)
+                else:
+                    outcome, results[recipient] = self._decide(
+                        recipient, answer, attempts, now, None)
+                    outcomes.append(outcome)
+        recorded = self.ledger.record_batch(campaign, name, outcomes)
+        for outcome in outcomes:
+            if outcome.recipient not in recorded:
+                detail = ("the claim had been taken over meanwhile: another worker may have "
+                          "sent it too; check the receiver")
+                log.error("%s|%s|%s: %s", campaign, name, outcome.recipient, detail)
+                results[outcome.recipient] = Result("lost", detail)
+        return [results[e.key.recipient] for e in entries]
+
+    def _send_batch(self, channel: BatchChannel, prepared: Any,
+                    items: list[BatchItem]) -> list[BatchOutcome | Exception]:
+        """One answer per item. A 429 (or another refusal that names a delay) means the call
+        was not taken: wait as asked, within bounds, and make the same call again."""
+        keys = [item.key for item in items]
+        with self._renewer.holding(*keys):
+            for attempt in range(RATE_LIMIT_RETRIES + 1):
+                channel.pace(len(items))
+                try:
+                    answers = channel.send_batch(prepared, items)
+                except UnknownOutcome as error:
+                    return [error] * len(items)
+                except TransientError as error:
+                    wait = error.retry_after
+                    if wait is None or wait > RATE_LIMIT_WAIT or attempt == RATE_LIMIT_RETRIES:
+                        return [error] * len(items)
+                    log.info("%s asked to wait %.1f s before the next batch", channel.name, wait)
+                    threading.Event().wait(wait)
+                    continue
+                except (ChannelError, OSError) as error:
+                    return [error] * len(items)
+                except Exception as error:  # noqa: BLE001 - an adapter's bug must not stop a run
+                    log.exception("channel %s failed on a batch of %d", channel.name, len(items))
+                    return [UnknownOutcome(f"the adapter failed unexpectedly "
+                                           f"({redaction.redact(repr(error))}); it may have "
+                                           "sent")] * len(items)
+                if len(answers) != len(items):
+                    return [UnknownOutcome(f"the adapter answered {len(answers)} outcomes for "
+                                           f"{len(items)} recipients; it may have sent")
+                            ] * len(items)
+                return list(answers)
+        raise AssertionError("unreachable")  # pragma: no cover
+
     def _claim(self, key: DeliveryKey, prior: Prior | None, now: datetime,
                content_hash: str | None) -> bool:
         if prior is None:
@@ -139,40 +253,49 @@ class DeliveryStep:
             return Result("dead", detail, message=message)
         return None
 
-    def _unknown(self, key: DeliveryKey, detail: str, attempts: int, error: ChannelError,
-                 now: datetime, message: Message) -> Result:
-        """Under `resend`, it is sent again no sooner than the retry schedule says, never twice
-        in one run; otherwise it waits for `reconcile` or an operator."""
-        retry_at = None
-        if self.policy == "resend":
-            retry_at = next_attempt(attempts, error, now, self.publish, self.rng) or now
-        self.ledger.release(key, note=f"outcome unknown: {detail}", retry_at=retry_at)
-        return Result("unknown", f"{detail}; settled on a later run", message=message,
-                      error=error)
-
     def _failed(self, key: DeliveryKey, error: Exception, attempts: int, now: datetime,
-                message: Message) -> Result:
-        """What an error from `send` means: the one mapping, for every channel."""
+                message: Message | None) -> Result:
+        """Record what an error from `send` means (`_decide`) for one key."""
+        outcome, result = self._decide(key.recipient, error, attempts, now, message)
+        if outcome.state == "unknown":
+            self.ledger.release(key, note=outcome.note, retry_at=outcome.retry_at)
+        else:
+            self.ledger.record_failure(key, outcome.note or "", retry_at=outcome.retry_at)
+        return result
+
+    def _decide(self, recipient: str, error: Exception, attempts: int, now: datetime,
+                message: Message | None) -> tuple[Outcome, Result]:
+        """What an error from a send means: the one mapping, for every channel, for one key
+        or for each recipient of a batch. Returns the row's outcome and the caller's result."""
         channel_error = error if isinstance(error, ChannelError) else None
+        said = _said(error)
         if channel_error is not None and channel_error.run_level:
             # Not this key's fault (the server, the login): due again at once, the run stops.
-            self.ledger.record_failure(key, _said(error), retry_at=now)
-            return Result("failed", _said(error), message=message, error=channel_error)
+            return (Outcome(recipient, "failed", note=said, retry_at=now),
+                    Result("failed", said, message=message, error=channel_error))
         if isinstance(error, PermanentError):
-            self.ledger.record_failure(key, _said(error), retry_at=None)
-            return Result("dead", _said(error), message=message, error=error)
+            return (Outcome(recipient, "dead", note=said),
+                    Result("dead", said, message=message, error=error))
         if isinstance(error, UnknownOutcome):
-            return self._unknown(key, _said(error), attempts, error, now, message)
+            # Under `resend`, it is sent again no sooner than the retry schedule says, never
+            # twice in one run; otherwise it waits for `reconcile` or an operator.
+            retry_at = None
+            if self.policy == "resend":
+                retry_at = next_attempt(attempts, error, now, self.publish, self.rng) or now
+            return (Outcome(recipient, "unknown", note=f"outcome unknown: {said}",
+                            retry_at=retry_at),
+                    Result("unknown", f"{said}; settled on a later run", message=message,
+                           error=error))
         retry_at = next_attempt(attempts, error, now, self.publish, self.rng)
         if retry_at is None:
-            detail = f"gave up after {attempts} attempts: {_said(error)}"
-            self.ledger.record_failure(key, detail, retry_at=None)
-            return Result("dead", detail, message=message, error=channel_error)
-        self.ledger.record_failure(key, _said(error), retry_at=retry_at)
-        return Result("failed", f"{_said(error)} (attempt {attempts} of "
-                      f"{self.publish.max_attempts}; "
-                      f"retry at {retry_at:%Y-%m-%d %H:%M:%S} UTC)", message=message,
-                      error=channel_error)
+            detail = f"gave up after {attempts} attempts: {said}"
+            return (Outcome(recipient, "dead", note=detail),
+                    Result("dead", detail, message=message, error=channel_error))
+        return (Outcome(recipient, "failed", note=said, retry_at=retry_at),
+                Result("failed", f"{said} (attempt {attempts} of "
+                       f"{self.publish.max_attempts}; "
+                       f"retry at {retry_at:%Y-%m-%d %H:%M:%S} UTC)", message=message,
+                       error=channel_error))
 
 
 def _said(error: BaseException) -> str:
@@ -192,8 +315,8 @@ class _LeaseRenewer:
         self.lock = threading.Lock()
         self.thread: threading.Thread | None = None
 
-    def holding(self, key: DeliveryKey) -> _Held:
-        return _Held(self, key)
+    def holding(self, *keys: DeliveryKey) -> _Held:
+        return _Held(self, keys)
 
     def _run(self) -> None:
         period = max(1.0, self.ledger.lease.total_seconds() / 3)
@@ -213,13 +336,13 @@ class _LeaseRenewer:
 
 
 class _Held:
-    def __init__(self, renewer: _LeaseRenewer, key: DeliveryKey):
-        self.renewer, self.key = renewer, key
+    def __init__(self, renewer: _LeaseRenewer, keys: tuple[DeliveryKey, ...]):
+        self.renewer, self.held = renewer, keys
 
     def __enter__(self) -> None:
         renewer = self.renewer
         with renewer.lock:
-            renewer.keys.add(self.key)
+            renewer.keys.update(self.held)
             if renewer.thread is None:
                 renewer.thread = threading.Thread(target=renewer._run, daemon=True,
                                                   name="lease-renewer")
@@ -227,4 +350,4 @@ class _Held:
 
     def __exit__(self, *_exc: object) -> None:
         with self.renewer.lock:
-            self.renewer.keys.discard(self.key)
+            self.renewer.keys.difference_update(self.held)

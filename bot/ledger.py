@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.engine import Connection
 
+from bot.ledger_batch import BatchClaims, OpenRow, Outcome  # noqa: F401  (re-exported)
 from bot.ledger_db import (  # noqa: F401  (re-exported: callers import these from bot.ledger)
     MIGRATIONS,
     SCHEMA_LOCK,
@@ -116,7 +117,7 @@ OUTCOME_COLUMNS = ("state", "remote_id", "remote_url", "sent_at", "last_error",
                    "next_attempt_at", "lease_until", "updated_at")
 
 
-class Ledger(LedgerDatabase):
+class Ledger(BatchClaims):
     """Claim, record and query deliveries. Safe across threads, processes and machines."""
 
     def __init__(
@@ -217,6 +218,8 @@ class Ledger(LedgerDatabase):
         """Extend this worker's leases on `keys` while their sends are still running, so no
         other process takes a claim over mid-send; returns how many are still held."""
         until = self.clock() + self.lease
+        if not self._sqlite:  # a row at a time: one multi-row transaction could deadlock
+            return self.renew_each(keys, until)  # with a batch's record
         held = 0
         with self._tx() as conn:
             for key in keys:

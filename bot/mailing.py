@@ -11,10 +11,13 @@ doubles. Only a message in flight when a process dies can have an unknown outcom
 channel's `unknown_policy` settles it (`resend` reuses the same Message-ID, so the copy is
 recognisable).
 
-Ledger writes are not batched. Measured on SQLite (WAL), a claim or a record is one
-autocommitted statement of about 40 µs, small next to an SMTP transaction, while recording in
-batches would widen the window of sent-but-unrecorded messages (duplicates after a crash under
-`resend`) from one per sender to one batch per sender.
+Over SMTP, ledger writes are not batched: on SQLite (WAL) a claim or a record is one
+autocommitted statement of about 40 µs, small next to an SMTP transaction, while batching them
+would widen the window of sent-but-unrecorded messages (duplicates after a crash under
+`resend`) from one per sender to one batch per sender. Through a provider's batch endpoint
+(`bot.channels.batch`) the call itself is the batch, so the subscribers are streamed in chunks
+of `batch_size` and each chunk is claimed, sent and recorded together
+(`DeliveryStep.deliver_batch`); a crash can then leave the batches in flight unknown.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parseaddr
 from functools import cache
@@ -32,9 +35,11 @@ from typing import Any
 
 from bot import watermark
 from bot.channels import Channel
+from bot.channels.batch import BatchChannel, BatchItem
 from bot.config import Settings
-from bot.delivery import DeliveryStep, Prior, Result
+from bot.delivery import BatchEntry, DeliveryStep, Prior, Result
 from bot.ledger import Delivery, Ledger, open_ledger
+from bot.mailing_report import MAX_ERRORS, SETTLED, DigestReport, Tally  # noqa: F401
 from bot.message import (
     DeliveryKey,
     Message,
@@ -43,104 +48,8 @@ from bot.message import (
 )
 from bot.progress import ProgressBar
 from bot.render.email import PreparedEmail, Recipient, message_id_for
+from bot.render.mime import format_recipient
 from bot.subscribers import Subscribers
-from bot.timing import Period
-
-SETTLED = ("sent", "dead", "skipped")
-MAX_ERRORS = 50  # per report; the counts stay exact
-
-
-@dataclass
-class DigestReport:
-    """What a digest run did; `counts` keys are the outcomes listed in `ORDER`."""
-
-    ORDER = ("would-send", "sent", "already", "elsewhere", "unsubscribed", "queued", "failed",
-             "dead", "unknown", "busy", "left")
-
-    period: Period | None  # None for a single-brief mailing
-    now: datetime
-    dry_run: bool = False
-    test_to: str | None = None
-    channels: list[str] = field(default_factory=list)
-    briefs: list[str] = field(default_factory=list)
-    subject: str | None = None
-    size: int = 0  # bytes of one complete message
-    html_bytes: int = 0
-    recipients: int = 0  # active subscribers when the run started
-    counts: Counter[str] = field(default_factory=Counter)
-    bounced: int = 0  # addresses this run marked bounced
-    errors: list[dict[str, str]] = field(default_factory=list)
-    stopped: str | None = None
-    seconds: float = 0.0
-    stats: dict[str, int] = field(default_factory=dict)  # the channel's own (connections...)
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-
-    @property
-    def empty(self) -> bool:
-        return not self.briefs
-
-    @property
-    def retryable(self) -> int:
-        """Recipients a later run may still reach: retries, leftovers, and those another
-        process claimed during this run (it may die before sending, so only a run that finds
-        them settled may call the mailing done)."""
-        return sum(self.counts[s] for s in ("queued", "failed", "busy", "elsewhere", "left"))
-
-    @property
-    def pending(self) -> int:
-        """Recipients not yet known to be reached: the retryable ones and the unknown ones."""
-        return self.retryable + self.counts["unknown"]
-
-    @property
-    def failed(self) -> bool:
-        """Something did not go out. `busy` is not: it is another live worker's share (the
-        claims of a dead one became unknown when this run started)."""
-        return bool(self.stopped) or any(self.counts[s] for s in ("failed", "dead", "unknown"))
-
-    @property
-    def rate(self) -> float:
-        return self.counts["sent"] / self.seconds if self.seconds > 0 else 0.0
-
-    def add(self, counts: Counter[str], errors: list[dict[str, str]], bounced: int) -> None:
-        with self._lock:
-            self.counts.update(counts)
-            self.bounced += bounced
-            self.errors.extend(errors[: max(0, MAX_ERRORS - len(self.errors))])
-
-    def summary(self) -> str:
-        where = self.period.describe() if self.period else ", ".join(self.briefs)
-        if self.empty:
-            return f"no publishable briefs in {where}: nothing to send"
-        if self.test_to:
-            state = "sent" if self.counts["sent"] else "not sent"
-            return f"test copy of the {where} digest {state} to {self.test_to}"
-        parts = [f"{self.counts[s]} {s}" for s in self.ORDER if self.counts[s]]
-        head = (f"dry run: digest {where}" if self.dry_run else f"digest {where}")
-        briefs = f"{len(self.briefs)} brief" + ("s" if len(self.briefs) != 1 else "")
-        text = (f"{head}: {briefs}, {self.size:,} bytes, {self.recipients} active "
-                "subscribers: " + (", ".join(parts) or "nothing to do"))
-        if self.bounced:
-            text += f"; {self.bounced} addresses now bounced"
-        if self.counts["sent"] and self.seconds:
-            text += f" ({self.rate:,.0f} messages/s)"
-        if self.stopped:
-            text += f"; stopped: {self.stopped}"
-        return text
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "period": self.period and self.period.label,
-            "start": self.period and self.period.start.isoformat(),
-            "end": self.period and self.period.end.isoformat(), "now": self.now.isoformat(),
-            "dry_run": self.dry_run, "test_to": self.test_to, "channels": self.channels,
-            "briefs": self.briefs, "subject": self.subject, "size": self.size,
-            "html_bytes": self.html_bytes, "recipients": self.recipients,
-            "counts": {s: self.counts[s] for s in self.ORDER if self.counts[s]},
-            "pending": self.pending, "bounced": self.bounced, "errors": self.errors,
-            "stopped": self.stopped, "seconds": round(self.seconds, 3),
-            "messages_per_second": round(self.rate, 1), "stats": self.stats,
-            "summary": self.summary(),
-        }
 
 
 def mail_brief(channel: Channel, message: Message) -> Receipt:
@@ -214,6 +123,11 @@ def personalise(settings: Settings, prepared: PreparedEmail, key: DeliveryKey,
     return message_id, data
 
 
+def _size(item: Any) -> int:
+    """Recipients in a unit of work: a chunk of a batched mailing, or one."""
+    return len(item) if isinstance(item, list) else 1
+
+
 @dataclass(frozen=True)
 class _Row:
     state: str
@@ -256,16 +170,26 @@ class Mailing:
         self.crashed: Exception | None = None
         self.email = settings.config.email
         self.step = DeliveryStep(ledger, channel, settings.config.publish)
+        #: Through a provider's batch endpoint: chunks of `batch_size` recipients, each
+        #: claimed, sent and recorded together (`DeliveryStep.deliver_batch`).
+        self.batched = isinstance(channel, BatchChannel)
+        self.resuming = True
 
     # -- the run ------------------------------------------------------------------------
 
     def run(self) -> None:
         started = time.perf_counter()
-        done, open_rows = self._existing()
         workers = max(1, self.channel.connections)
         with ProgressBar(self.progress, self.report.recipients,
                        f"{self.campaign} → {self.channel.name}") as bar:
-            self._threaded(self._work(done, open_rows), workers, bar)
+            if self.batched:
+                # A first run (no row yet) reads no rows per batch: a key someone else takes
+                # meanwhile is one their claim beats ours to ("elsewhere").
+                self.resuming = self.ledger.has_rows(self.campaign, self.channel.name)
+                self._threaded(self._chunks(), workers, bar)
+            else:
+                done, open_rows = self._existing()
+                self._threaded(self._work(done, open_rows), workers, bar)
         self.report.seconds += time.perf_counter() - started
         self.report.stats.update(self.channel.stats)
         if self.crashed is not None:
@@ -306,26 +230,42 @@ class Mailing:
     def _stopping(self) -> bool:
         return self.stop.is_set() or self.should_stop()
 
-    def _worker(self, work: Iterator[_Item], bar: ProgressBar) -> None:
-        tally = _Tally()
+    def _chunks(self) -> Iterator[list[Any]]:
+        """Active subscribers, `batch_size` at a time, streamed: never the whole list."""
+        size = self.channel.batch_size
+        chunk: list[Any] = []
+        for subscriber in self.subscribers.stream_active(batch=max(size, 1000)):
+            chunk.append(subscriber)
+            if len(chunk) >= size:
+                yield chunk
+                chunk = []
+        if chunk:
+            yield chunk
+
+    def _worker(self, work: Iterator[Any], bar: ProgressBar) -> None:
+        tally = Tally()
         try:
             for item in work:
                 if self._stopping():
-                    tally.counts["left"] += 1
+                    tally.counts["left"] += _size(item)
                     continue
                 try:
-                    self._one(item, tally)
+                    if self.batched:
+                        self._batch(item, tally)
+                    else:
+                        self._one(item, tally)
                 except Exception as error:  # noqa: BLE001 - re-raised by `run` once all stop
                     self.crashed = self.crashed or error
                     self.stop.set()
-                bar.advance()
+                for _ in range(_size(item)):
+                    bar.advance()
         finally:
             self.ledger.release_thread()
             self.report.add(tally.counts, tally.errors, tally.bounced)
 
     def _threaded(self, work: Iterator[_Item], workers: int, bar: ProgressBar) -> None:
         """This thread reads the list and builds messages; `workers` threads send them."""
-        items: queue.Queue = queue.Queue(maxsize=workers * 16)
+        items: queue.Queue = queue.Queue(maxsize=workers * (2 if self.batched else 16))
 
         def drain() -> Iterator[_Item]:
             while (item := items.get()) is not None:
@@ -339,7 +279,7 @@ class Mailing:
         try:
             for item in work:
                 if self._stopping():
-                    self.report.add(Counter(left=1), [], 0)
+                    self.report.add(Counter(left=_size(item)), [], 0)
                     continue
                 items.put(item)
         except BaseException:
@@ -353,23 +293,13 @@ class Mailing:
 
     # -- one recipient --------------------------------------------------------------------
 
-    def _one(self, item: _Item, tally: _Tally) -> None:
+    def _one(self, item: _Item, tally: Tally) -> None:
         subscriber, row, key = item.subscriber, item.row, item.key
         email = subscriber.email
-        if row is ALREADY:
-            tally.counts["already"] += 1
+        waits = self._waits(row)
+        if waits:
+            tally.counts[waits] += 1
             return
-        if row is not None:
-            if row.state == "claimed":
-                tally.counts["busy"] += 1  # another worker's, or a dead one's until its lease ends
-                return
-            if row.state in ("failed", "unknown") and row.next_attempt_at and (
-                    row.next_attempt_at > self.now):
-                tally.counts["queued"] += 1
-                return
-            if row.state == "unknown" and self.policy == "skip" and not self.channel.can_reconcile:
-                tally.counts["unknown"] += 1
-                return
         # Asked again right before the claim: an unsubscribe stops even a send under way.
         if self.subscribers.state_of(email) != "active":
             tally.counts["unsubscribed"] += 1
@@ -387,7 +317,71 @@ class Mailing:
             send=lambda m: self.channel.send_email(key, m.raw, m.message_id))
         self._account(result, subscriber, tally)
 
-    def _account(self, result: Result, subscriber: Any, tally: _Tally) -> None:
+    def _waits(self, row: _Row | None) -> str | None:
+        """Why a recipient with this row is not tried now (a count of the report), or None."""
+        if row is ALREADY or (row is not None and row.state in SETTLED):
+            return "already"
+        if row is None:
+            return None
+        if row.state == "claimed":
+            return "busy"  # another worker's, or a dead one's until its lease ends
+        if row.state in ("failed", "unknown") and row.next_attempt_at and (
+                row.next_attempt_at > self.now):
+            return "queued"
+        if row.state == "unknown" and self.policy == "skip" and not self.channel.can_reconcile:
+            return "unknown"
+        return None
+
+    # -- a batch of recipients --------------------------------------------------------------
+
+    def _batch(self, chunk: list[Any], tally: Tally) -> None:
+        """A chunk of subscribers through the channel's batch endpoint: their rows and states
+        read in one query each, the rest is the delivery step's."""
+        emails = [subscriber.email for subscriber in chunk]
+        rows = (self.ledger.open_rows(self.campaign, self.channel.name, emails)
+                if self.resuming else {})
+        # Asked again right before the claim: an unsubscribe stops even a send under way.
+        active = self.subscribers.active_among(emails)
+        entries: list[BatchEntry] = []
+        whose = []
+        for subscriber in chunk:
+            email = subscriber.email
+            found = rows.get(email)
+            row = _Row(found.state, found.attempts, found.next_attempt_at) if found else None
+            waits = self._waits(row)
+            if waits or email not in active:
+                tally.counts[waits or "unsubscribed"] += 1
+                continue
+            key = DeliveryKey(self.campaign, self.channel.name, email)
+            prior = Prior(row.state, row.attempts) if row is not None else None
+            try:
+                entries.append(BatchEntry(key, prior, self._item(key, subscriber)))
+            except ValueError as error:
+                entries.append(BatchEntry(key, prior, None, str(error)))
+            whose.append(subscriber)
+        results = self.step.deliver_batch(entries, self.now, self.prepared)
+        for subscriber, result in zip(whose, results, strict=True):
+            self._account(result, subscriber, tally)
+
+    def _item(self, key: DeliveryKey, subscriber: Any) -> BatchItem:
+        """One recipient's personal parts (and whole message, for a provider that wants it)."""
+        from bot import tokens
+
+        recipient = Recipient(key.recipient, subscriber.name)
+        format_recipient(recipient)  # ValueError: an address no header can carry
+        message_id = message_id_for(key, domain(self.settings))
+        url = tokens.unsubscribe_url(self.settings, key.recipient)
+        mailto = tokens.unsubscribe_mailto(self.settings, key.recipient)
+        raw = None
+        if self.channel.wants_raw:
+            raw = self.prepared.personalise(recipient, message_id=message_id,
+                                            unsubscribe_url=url, unsubscribe_mailto=mailto,
+                                            date=self.now)
+        return BatchItem(key=key, address=key.recipient, name=subscriber.name,
+                         message_id=message_id, unsubscribe_url=url,
+                         unsubscribe_mailto=mailto, raw=raw)
+
+    def _account(self, result: Result, subscriber: Any, tally: Tally) -> None:
         """What one recipient's delivery means for the list and the run."""
         email = subscriber.email
         error = result.error
@@ -396,7 +390,8 @@ class Mailing:
         elif result.state == "sent":
             # Accepted by the server. Through a relay with a return path, that says nothing of
             # the mailbox (its reports come later, by mail), so soft bounces keep counting.
-            if subscriber.soft_bounces and not self.email.bounce_address:
+            # A provider's acceptance says nothing of the mailbox either (its webhooks do).
+            if subscriber.soft_bounces and not self.email.bounce_address and not self.batched:
                 self.subscribers.record_delivered(email)
             tally.counts["sent"] += 1
         else:
@@ -409,17 +404,3 @@ class Mailing:
             soft_limit=self.email.soft_bounces,
         ):
             tally.bounced += 1
-
-
-@dataclass
-class _Tally:
-    """One worker's counts, merged into the report when it finishes."""
-
-    counts: Counter[str] = field(default_factory=Counter)
-    errors: list[dict[str, str]] = field(default_factory=list)
-    bounced: int = 0
-
-    def fail(self, state: str, recipient: str, error: str) -> None:
-        self.counts[state] += 1
-        if len(self.errors) < MAX_ERRORS:
-            self.errors.append({"recipient": recipient, "state": state, "error": error})

@@ -9,11 +9,12 @@ costs one batch of memory.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import (
     Connection,
@@ -39,6 +40,14 @@ from bot.subscriber_rows import (  # noqa: F401  (re-exported: callers import th
 )
 
 CONFIRMATION_RESEND_AFTER = timedelta(minutes=10)
+
+
+class Reader(NamedTuple):
+    """What a batched mailing needs of an active subscriber."""
+
+    email: str
+    name: str | None
+    soft_bounces: int
 
 
 @dataclass
@@ -70,6 +79,12 @@ class Subscribers:
             self._columns = [c for c in subscribers.c if c.name != "reason"]
         self._state = ledger.prepare(
             select(subscribers.c.state).where(subscribers.c.email == bindparam("email")))
+        self._page = ("SELECT id, email, name, soft_bounces FROM subscribers WHERE "
+                      "state = 'active' AND id > %s ORDER BY id LIMIT %s")
+        if self.engine.dialect.name == "sqlite":
+            self._page = ("SELECT json_group_array(json_array(id, email, name, soft_bounces)) "
+                          "FROM (SELECT id, email, name, soft_bounces FROM subscribers WHERE "
+                          "state = 'active' AND id > ? ORDER BY id LIMIT ?)")
 
     def _now(self) -> datetime:
         return self.ledger.clock()
@@ -119,6 +134,21 @@ class Subscribers:
             return None
         row = self.ledger.run(self._state, email=stored_email).fetchone()
         return row[0] if row else None
+
+    def active_among(self, stored_emails: list[str]) -> set[str]:
+        """Which of these addresses (as the list holds them) are active: one query for a
+        batch, asked right before it is claimed."""
+        if self._missing or not stored_emails:
+            return set()
+        if self.ledger.engine.dialect.name == "sqlite":
+            # `+state`: each address by its unique index, not every active row; one row back
+            # (one step: see `LedgerDatabase.run_transaction`)
+            sql = ("SELECT json_group_array(email) FROM subscribers WHERE +state = 'active' "
+                   "AND email IN (SELECT value FROM json_each(?))")
+            rows = self.ledger.run_sql(sql, (json.dumps(stored_emails),))
+            return set(json.loads(rows[0][0])) if rows and rows[0][0] else set()
+        sql = "SELECT email FROM subscribers WHERE state = 'active' AND email = ANY(%s::text[])"
+        return {row[0] for row in self.ledger.run_sql(sql, (list(stored_emails),))}
 
     def add(self, email: str, name: str | None = None, *, state: str = "active",
             force: bool = False) -> Subscriber:
@@ -326,6 +356,24 @@ class Subscribers:
         one who leaves may still be yielded, which is why the sender checks `is_active`.
         """
         return self._stream("active", batch)
+
+    def stream_active(self, batch: int = 1000) -> Iterator[Reader]:
+        """Active subscribers in id order as `Reader`s, for a sender of a million: plain
+        autocommitted reads on this thread's held connection (no write lock taken, no
+        transaction held between pages) and three fields per row, not a full `Subscriber`."""
+        if self._missing:
+            return
+        last_id = 0
+        sqlite = self.engine.dialect.name == "sqlite"
+        while True:
+            rows = self.ledger.run_sql(self._page, (last_id, batch))
+            if sqlite:  # one JSON row per page (one step), in id order
+                rows = sorted(json.loads(rows[0][0])) if rows and rows[0][0] else []
+            for row in rows:
+                yield Reader(row[1], row[2], row[3])
+            if len(rows) < batch:
+                return
+            last_id = rows[-1][0]
 
     def iter_all(self, state: str | None = None, batch: int = 1000) -> Iterator[Subscriber]:
         if state is not None:

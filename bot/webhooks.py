@@ -93,13 +93,20 @@ def _json(body: bytes) -> dict[str, Any] | None:
 
 
 def _apply(settings: Settings, subscribers: Subscribers, fingerprint: str, kind: str,
-           address: str, detail: str, message_id: str | None) -> Answer:
+           address: str, detail: str, message_id: str | None,
+           provider_id: str | None = None) -> Answer:
+    """`provider_id`: the provider's own id of the message (Postmark's MessageID, SES's
+    messageId), which a batch channel recorded as the receipt's remote id."""
     known = subscribers.get(address)
     email = known.email if known else None
     campaign = None
     if email and message_id:
         directory = Directory.load_keys(settings, subscribers.ledger)
-        campaign = directory.campaign_of(message_id, email)
+        # Our own Message-ID (SMTP, full-message providers), else a batch provider's id
+        campaign = (directory.campaign_of(message_id, email)
+                    or subscribers.ledger.campaign_of_receipt(message_id, email))
+    if email and campaign is None and provider_id:
+        campaign = subscribers.ledger.campaign_of_receipt(provider_id, email)
     finding = Finding(kind if email else "ignored", email, campaign,
                       detail if email else f"{detail} (not on the list)", address)
     applier = Applier(settings, subscribers.ledger, subscribers)
@@ -198,7 +205,8 @@ def postmark(settings: Settings, subscribers: Subscribers, credentials: tuple[st
 
         message_id = email.message_from_string(content).get("Message-ID")
     fingerprint = f"postmark:{record}:{record_id}"[:64]
-    return _apply(settings, subscribers, fingerprint, kind, address, detail, message_id)
+    return _apply(settings, subscribers, fingerprint, kind, address, detail, message_id,
+                  str(data.get("MessageID") or "") or None)
 
 
 SENDGRID_BOUNCES = {"bounce": "hard", "blocked": "soft"}
@@ -381,7 +389,7 @@ def ses(settings: Settings, subscribers: Subscribers, verifier: SnsVerifier,
         if not address:
             continue
         result = _apply(settings, subscribers, f"ses:{base}:{n}", verdict, address, detail,
-                        message_id)
+                        message_id, str(mail.get("messageId") or "") or None)
         outcomes.append(result.body.get("outcome") or result.body.get("error", ""))
     return Answer(200, {"ok": True, "outcomes": outcomes})
 

@@ -111,3 +111,22 @@ def big_png(tmp_path_factory: pytest.TempPathFactory) -> Path:
     Image.frombytes("RGB", (width, height), noise).save(path, "PNG", compress_level=1)
     assert path.stat().st_size > 8_000_000
     return path
+
+
+@pytest.fixture(scope="session")
+def moto_server():
+    """moto's SES on loopback for the whole session (see tests/servers/moto_ses.py)."""
+    from tests.servers.moto_ses import MotoSes
+
+    server = MotoSes()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def moto_ses(moto_server):
+    """moto's SES, emptied, with the sender domain example.org verified."""
+    moto_server.reset()
+    moto_server.verify("example.org")
+    return moto_server

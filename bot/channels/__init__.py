@@ -119,7 +119,7 @@ def forbid_sending(channel: Channel) -> Channel:
     def refuse(*_args: object, **_kwargs: object) -> object:
         raise DryRunSend(f"dry run: channel {channel.name!r} must not send")
 
-    for name in ("send", "send_email", "send_raw", "reconcile"):
+    for name in ("send", "send_email", "send_raw", "send_batch", "reconcile"):
         if hasattr(channel, name):
             setattr(channel, name, refuse)
     channel.dry_run = True

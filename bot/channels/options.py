@@ -142,9 +142,69 @@ class WebhookOptions(PostOptions):
                 if v}
 
 
+_DOMAIN_NAME = r"^[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?$"
+
+
+class BatchOptions(Options):
+    """What every email channel with a batch endpoint (`bot.channels.batch`) accepts."""
+
+    #: Recipients per call; capped by the provider's own maximum (the default).
+    batch_size: int | None = Field(None, ge=1, le=10_000)
+    #: Batches in flight at once.
+    connections: int = Field(2, ge=1, le=64)
+    #: Messages a second across all connections (the provider's sending rate).
+    max_rate: float | None = Field(None, gt=0, le=1e6)
+    timeout: Seconds = 60
+
+
+class MailgunOptions(BatchOptions):
+    domain: Annotated[str, StringConstraints(pattern=_DOMAIN_NAME)]
+    region: Literal["us", "eu"] = "us"
+    #: Only for a test server or a proxy; `region` picks Mailgun's own.
+    api_base: Annotated[str, StringConstraints(pattern=r"^https?://[^/\s]+")] | None = None
+    api_key_env: EnvName = "MAILGUN_API_KEY"
+    tags: list[Annotated[str, StringConstraints(min_length=1, max_length=128)]] = Field(
+        default_factory=list, max_length=10)
+
+    def credentials(self) -> dict[str, str]:
+        return {"api_key_env": self.api_key_env}
+
+
+class PostmarkOptions(BatchOptions):
+    token_env: EnvName = "POSTMARK_SERVER_TOKEN"
+    #: Postmark's stream for newsletters is a Broadcast stream ("broadcast" on a new server).
+    message_stream: Annotated[str, StringConstraints(pattern=r"^[a-z0-9-]{1,30}$")] = "broadcast"
+    tag: Annotated[str, StringConstraints(min_length=1, max_length=1000)] | None = None
+    #: Only for a test server or a proxy.
+    api_base: Annotated[str, StringConstraints(pattern=r"^https?://[^/\s]+")] = (
+        "https://api.postmarkapp.com")
+
+    def credentials(self) -> dict[str, str]:
+        return {"token_env": self.token_env}
+
+
+ConfigurationSet = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+
+
+class SesOptions(BatchOptions):
+    region: Annotated[str, StringConstraints(pattern=r"^[a-z]{2}(-[a-z]+)+-\d+$")]
+    #: bulk: SendBulkEmail, one template and each recipient's link (50 a call); raw: each
+    #: recipient's complete message through SendEmail.
+    mode: Literal["bulk", "raw"] = "bulk"
+    configuration_set: ConfigurationSet | None = None
+    #: Only for a test server, a proxy or a VPC endpoint.
+    endpoint_url: Annotated[str, StringConstraints(pattern=r"^https?://[^/\s]+")] | None = None
+
+    def credentials(self) -> dict[str, str]:
+        # The standard variables of the AWS SDKs; nothing is read from ~/.aws or the network.
+        return {"AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID",
+                "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY"}
+
+
 BUILT_IN: dict[str, type[Options]] = {
     "outbox": OutboxOptions, "smtp": SmtpOptions, "x": XOptions,
     "mastodon": MastodonOptions, "bluesky": BlueskyOptions, "webhook": WebhookOptions,
+    "mailgun": MailgunOptions, "postmark": PostmarkOptions, "ses": SesOptions,
 }
 
 

@@ -50,8 +50,12 @@ class PreparedEmail:
     """
 
     def __init__(self, *, subject: str, html: str, text: str, preheader: str, token: str,
-                 parts: list[bytes], slots: list[tuple[int, int]]):
+                 parts: list[bytes], slots: list[tuple[int, int]],
+                 headers: dict[str, str] | None = None):
         self.subject = subject
+        #: The headers every recipient's copy shares (From, Reply-To, List-Id, List-Archive),
+        #: checked and as configured, for providers that take headers rather than bytes.
+        self.headers = headers or {}
         self.html = html
         self.text = text
         self.html_bytes = len(html.encode("utf-8"))
@@ -146,8 +150,13 @@ def assemble(*, from_address: str, subject: str, list_id: str, reply_to: str | N
             parts.append(_qp_piece(piece.encode("utf-8"), last=number == len(pieces) - 1))
         parts.append(b"\r\n")
     parts.append(b"--" + boundary.encode() + b"--\r\n")
+    headers = {"From": clean_text(from_address), "List-Id": clean_text(list_id)}
+    if reply_to:
+        headers["Reply-To"] = clean_text(reply_to)
+    if list_archive:
+        headers["List-Archive"] = f"<{list_archive}>"
     return PreparedEmail(subject=clean_text(subject), html=html, text=text, preheader=preheader,
-                         token=token, parts=parts, slots=slots)
+                         token=token, parts=parts, slots=slots, headers=headers)
 
 
 def format_recipient(recipient: Recipient) -> bytes:

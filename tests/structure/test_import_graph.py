@@ -49,7 +49,16 @@ def test_checking_a_configuration_loads_no_scheduler_and_no_database_layer():
 
 def test_help_loads_no_network_sdk():
     loaded = imported_by("import bot.cli")
-    assert not loaded & {"tweepy", "requests", "apscheduler", "sqlalchemy"}, loaded
+    assert not loaded & {"tweepy", "requests", "apscheduler", "sqlalchemy", "boto3",
+                         "botocore"}, loaded
+
+
+def test_checking_an_ses_channel_loads_no_aws_sdk(tmp_path):
+    config = tmp_path / "config.toml"
+    config.write_text('[channels.ses]\ntype = "ses"\nregion = "eu-west-1"\n', encoding="utf-8")
+    loaded = imported_by("from bot.config import load_settings; from bot.channels import "
+                         f"check_channels; check_channels(load_settings({str(config)!r}))")
+    assert "bot" in loaded and not loaded & {"boto3", "botocore"}, loaded
 
 
 def test_every_logger_is_in_the_briefbot_namespace():
