@@ -22,7 +22,7 @@ from html import escape
 from pathlib import Path
 
 from bot.briefs import Brief, BriefReader
-from bot.config import Settings
+from bot.config import ConfigError, Settings
 from bot.ledger import Ledger
 from bot.plan import digest_briefs
 from bot.render.email import (
@@ -189,11 +189,21 @@ def _entry_html(issue: Issue) -> str:
 
 
 def _mailing_channels(settings: Settings) -> set[str]:
-    """Channels that mail single briefs (`email.single_brief_email`): smtp ones."""
+    """Channels that mail single briefs (`email.single_brief_email`): those that fan a brief
+    out to the subscribers (SMTP, the batch providers)."""
     if not settings.config.email.single_brief_email:
         return set()
     return {name for name, channel in settings.config.channels.items()
-            if channel.type == "smtp"}
+            if _fans_out(channel.type)}
+
+
+def _fans_out(type_name: str) -> bool:
+    from bot.channels import load_channel_class
+
+    try:
+        return load_channel_class(type_name).fans_out
+    except ConfigError:  # a plugin that is not installed mails nothing here
+        return False
 
 
 def _write(path: Path, data: bytes) -> Path:
