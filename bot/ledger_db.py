@@ -284,13 +284,20 @@ class LedgerDatabase:
         """Run one statement on its own, autocommitted, on this thread's held connection: a
         single statement is atomic, so the hot path needs no BEGIN/COMMIT round trips.
         Returns the driver's cursor."""
+        with self._held() as driver:
+            return driver.execute(prepared.sql, prepared.args(values))
+
+    @contextmanager
+    def _held(self) -> Iterator[Any]:
+        """This thread's long-lived driver connection (autocommitted on PostgreSQL), dropped
+        when a statement on it fails so the next one starts on a fresh connection."""
         raw = getattr(self._local, "raw", None)
         if raw is None:
             raw = self._local.raw = self.engine.raw_connection()
             if not self._sqlite:
                 raw.driver_connection.autocommit = True
         try:
-            return raw.driver_connection.execute(prepared.sql, prepared.args(values))
+            yield raw.driver_connection
         except Exception:
             self._local.raw = None
             raw.invalidate()
@@ -301,20 +308,11 @@ class LedgerDatabase:
         thread's held connection, like `run`; returns every row it gave back. A `write` on
         SQLite waits for this process's other writers on a lock of ours, which wakes at once,
         rather than in SQLite's busy handler, which sleeps up to 100 ms at a time."""
-        raw = getattr(self._local, "raw", None)
-        if raw is None:
-            raw = self._local.raw = self.engine.raw_connection()
-            if not self._sqlite:
-                raw.driver_connection.autocommit = True
-        try:
+        with self._held() as driver:
             if write and self._sqlite:
                 with self._writing:
-                    return raw.driver_connection.execute(sql, params).fetchall()
-            return raw.driver_connection.execute(sql, params).fetchall()
-        except Exception:
-            self._local.raw = None
-            raw.invalidate()
-            raise
+                    return driver.execute(sql, params).fetchall()
+            return driver.execute(sql, params).fetchall()
 
     def run_transaction(self, statements: list[tuple[str, Any]]) -> list[int]:
         """SQLite: driver statements in one `BEGIN IMMEDIATE` transaction on this thread's held
@@ -323,24 +321,15 @@ class LedgerDatabase:
         Batch work on SQLite keeps to a few statements that each run in one step: the driver
         gives the GIL back around every step, and with busy sender threads taking it back
         costs up to a switch interval (5 ms), so a statement stepping once per row is slow."""
-        raw = getattr(self._local, "raw", None)
-        if raw is None:
-            raw = self._local.raw = self.engine.raw_connection()
-        driver = raw.driver_connection
-        try:
-            with self._writing:
-                driver.execute("BEGIN IMMEDIATE")
-                try:
-                    changed = [driver.execute(sql, params).rowcount for sql, params in statements]
-                except BaseException:
-                    driver.execute("ROLLBACK")
-                    raise
-                driver.execute("COMMIT")
-                return changed
-        except Exception:
-            self._local.raw = None
-            raw.invalidate()
-            raise
+        with self._held() as driver, self._writing:
+            driver.execute("BEGIN IMMEDIATE")
+            try:
+                changed = [driver.execute(sql, params).rowcount for sql, params in statements]
+            except BaseException:
+                driver.execute("ROLLBACK")
+                raise
+            driver.execute("COMMIT")
+            return changed
 
     def _read_time(self, value: Any) -> datetime | None:
         """A timestamp read by the driver alone: aware, in UTC."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from typing import TYPE_CHECKING, ClassVar
 
 from bot.channels.options import AnyOptions, Options, parse_options
@@ -90,3 +92,20 @@ class Channel:
 
     def close(self) -> None:
         """Release connections; called once at the end of a run."""
+
+
+class Pacer:
+    """At most `rate` messages a second across every thread; a batch counts its size."""
+
+    def __init__(self, rate: float):
+        self.interval = 1.0 / rate
+        self.next = time.monotonic()
+        self.lock = threading.Lock()
+
+    def wait(self, messages: int = 1) -> None:
+        with self.lock:
+            now = time.monotonic()
+            at = max(self.next, now)
+            self.next = at + self.interval * messages
+        if at > now:
+            time.sleep(at - now)

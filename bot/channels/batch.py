@@ -34,8 +34,6 @@ The contract, stable for every adapter:
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
@@ -45,6 +43,7 @@ from bot.channels.base import (
     ChannelError,
     DeliveryKey,
     Message,
+    Pacer,
     PermanentError,
     Receipt,
 )
@@ -93,7 +92,7 @@ class BatchChannel(Channel):
         self.connections = int(self.options.get("connections", 1))
         rate = self.options.get("max_rate")
         self.max_rate = None if rate is None else float(rate)
-        self._pacer = _Pacer(self.max_rate) if self.max_rate else None
+        self._pacer = Pacer(self.max_rate) if self.max_rate else None
 
     def send_batch(self, prepared: PreparedEmail,
                    items: Sequence[BatchItem]) -> list[BatchOutcome]:
@@ -106,14 +105,9 @@ class BatchChannel(Channel):
 
     def render(self, brief: Brief, key: DeliveryKey) -> Message:
         """The single-brief email, fanned out to subscribers by `bot.mailing.mail_brief`."""
-        from datetime import UTC, datetime
+        from bot.render.email import brief_email_message  # mjml loads only when rendering
 
-        from bot.render.email import prepare_brief_email
-
-        prepared = prepare_brief_email(self.settings, brief, now=datetime.now(UTC))
-        return Message(key=key, kind="email", text=prepared.text, subject=prepared.subject,
-                       html=prepared.html, length=prepared.html_bytes,
-                       prepared_email=prepared)
+        return brief_email_message(self.settings, brief, key)
 
     def send(self, message: Message) -> Receipt:
         raise PermanentError(f"{self.type} sends mailings in batches (send_batch), "
@@ -140,18 +134,3 @@ def template_text(prepared: PreparedEmail, placeholder: str) -> str:
     return prepared.text.replace(prepared.token, placeholder)
 
 
-class _Pacer:
-    """At most `rate` messages a second across every thread, a batch counting its size."""
-
-    def __init__(self, rate: float):
-        self.interval = 1.0 / rate
-        self.next = time.monotonic()
-        self.lock = threading.Lock()
-
-    def wait(self, messages: int) -> None:
-        with self.lock:
-            now = time.monotonic()
-            at = max(self.next, now)
-            self.next = at + self.interval * messages
-        if at > now:
-            time.sleep(at - now)

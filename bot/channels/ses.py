@@ -41,12 +41,13 @@ from typing import Any
 from bot import redaction
 from bot.channels.base import (
     ChannelError,
+    Pacer,
     PermanentError,
     Receipt,
     TransientError,
     UnknownOutcome,
 )
-from bot.channels.batch import BatchChannel, BatchItem, BatchOutcome, _Pacer
+from bot.channels.batch import BatchChannel, BatchItem, BatchOutcome
 from bot.channels.http import error_for, read_secret
 from bot.channels.options import SesOptions
 from bot.config import ConfigError
@@ -107,7 +108,7 @@ class SesChannel(BatchChannel):
                     rate = self.account_rate()
                     if rate:
                         self.max_rate = rate
-                        self._pacer = _Pacer(rate)
+                        self._pacer = Pacer(rate)
         super().pace(messages)
 
     def account_rate(self) -> float | None:

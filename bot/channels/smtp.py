@@ -26,7 +26,6 @@ import smtplib
 import socket
 import ssl
 import threading
-import time
 from email.utils import parseaddr
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -35,6 +34,7 @@ from bot.channels.base import (
     Channel,
     ChannelError,
     Message,
+    Pacer,
     PermanentError,
     Receipt,
     TransientError,
@@ -89,22 +89,6 @@ class _Reconnect(Exception):
     """The connection is gone before the data was complete: safe to send again."""
 
 
-class _Pacer:
-    """At most `rate` messages a second across every thread."""
-
-    def __init__(self, rate: float):
-        self.interval = 1.0 / rate
-        self.next = time.monotonic()
-        self.lock = threading.Lock()
-
-    def wait(self) -> None:
-        with self.lock:
-            now = time.monotonic()
-            at = max(self.next, now)
-            self.next = at + self.interval
-        if at > now:
-            time.sleep(at - now)
-
 
 class SmtpChannel(Channel):
     """Mails the digest to every subscriber; with `email.single_brief_email`, each brief too.
@@ -152,21 +136,16 @@ class SmtpChannel(Channel):
         self._local = threading.local()
         self._open: set[smtplib.SMTP] = set()
         self._lock = threading.Lock()
-        self._pacer = _Pacer(self.max_rate) if self.max_rate else None
+        self._pacer = Pacer(self.max_rate) if self.max_rate else None
         self.stats = {"connections": 0, "tls_handshakes": 0, "logins": 0, "messages": 0}
 
     # -- the Channel interface -------------------------------------------------------------
 
     def render(self, brief: Brief, key: DeliveryKey) -> Message:
         """The single-brief email, to be fanned out to subscribers by `send`."""
-        from datetime import UTC, datetime
+        from bot.render.email import brief_email_message  # mjml loads only when rendering
 
-        from bot.render.email import prepare_brief_email
-
-        prepared = prepare_brief_email(self.settings, brief, now=datetime.now(UTC))
-        return Message(key=key, kind="email", text=prepared.text, subject=prepared.subject,
-                       html=prepared.html, length=prepared.html_bytes,
-                       prepared_email=prepared)
+        return brief_email_message(self.settings, brief, key)
 
     def send(self, message: Message) -> Receipt:
         if not message.key.recipient or message.raw is None:

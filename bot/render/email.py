@@ -35,7 +35,7 @@ from markupsafe import Markup
 
 from bot.briefs import Brief, clean_text
 from bot.config import ConfigError, Settings
-from bot.message import DeliveryKey
+from bot.message import DeliveryKey, Message
 from bot.render.dates import date_range
 from bot.render.media import publish_email_image
 from bot.render.mime import HeaderValueError, PreparedEmail, Recipient, assemble
@@ -132,6 +132,13 @@ def prepare_digest(settings: Settings, briefs: list[Brief], *, period_label: str
 
 def prepare_brief_email(settings: Settings, brief: Brief, *, now: datetime) -> PreparedEmail:
     return _prepare(settings, render_brief_email(settings, brief, now=now))
+
+
+def brief_email_message(settings: Settings, brief: Brief, key: DeliveryKey) -> Message:
+    """A brief's own email as a message, which the mailing fans out to every subscriber."""
+    prepared = prepare_brief_email(settings, brief, now=datetime.now(UTC))
+    return Message(key=key, kind="email", text=prepared.text, subject=prepared.subject,
+                   html=prepared.html, length=prepared.html_bytes, prepared_email=prepared)
 
 
 def render_digest(settings: Settings, briefs: list[Brief], *, period_label: str,
