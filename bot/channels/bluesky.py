@@ -15,14 +15,10 @@ import hashlib
 import json
 import logging
 import os
-import time
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
-
-import requests
 
 from bot import redaction
 from bot.briefs import Brief
@@ -34,6 +30,7 @@ from bot.channels.base import (
     Receipt,
     TransientError,
 )
+from bot.channels.http import HttpClient, error_for, read_secret
 from bot.channels.options import BlueskyOptions
 from bot.images import ProcessedImage
 from bot.network import EMBED_CARD, ImageLimits, Network
@@ -108,8 +105,7 @@ class BlueskyChannel(Channel):
         self.timeout = float(self.options.get("timeout", 30))
         langs = self.options.get("langs") or []
         self.langs = [langs] if isinstance(langs, str) else [str(lang) for lang in langs]
-        self.http = requests.Session()
-        self.http.headers["User-Agent"] = "briefbot (Bluesky channel)"
+        self.http = HttpClient(f"Bluesky at {self.service}", timeout=self.timeout)
         self._current: _Session | None = None
 
     # -- the Channel interface -------------------------------------------------------------
@@ -268,13 +264,9 @@ class BlueskyChannel(Channel):
                         refresh=answer["refreshJwt"])
 
     def _login(self) -> _Session:
-        password = os.environ.get(self.password_env, "")
-        if not password:
-            raise PermanentError(
-                f"Bluesky channel {self.name!r}: environment variable {self.password_env} is "
-                f"not set; export the app password of {self.handle} in it"
-            )
-        redaction.register(password)
+        password = read_secret(self.settings, self.password_env,
+                               what=f"Bluesky channel {self.name!r} (the app password of "
+                                    f"{self.handle})")
         try:
             answer = self._call(
                 "POST", "com.atproto.server.createSession",
@@ -333,7 +325,9 @@ class BlueskyChannel(Channel):
     def _call(self, method: str, nsid: str, *, token: str | None = None,
               params: dict[str, str] | None = None, body: dict[str, Any] | None = None,
               data: bytes | None = None, content_type: str | None = None) -> Any:
-        """One XRPC request. Rate limits, 5xx and network trouble become `TransientError`."""
+        """One XRPC request, mapped by the shared HTTP base. Every call is `repeatable`: the
+        post is a `putRecord` under our own record key that only creates, so sending it again
+        after a lost answer cannot post twice. Other 4xx answers keep XRPC's error name."""
         headers = {"Accept": "application/json"}
         if token:
             headers["Authorization"] = f"Bearer {token}"
@@ -342,14 +336,8 @@ class BlueskyChannel(Channel):
             content_type = "application/json"
         if content_type:
             headers["Content-Type"] = content_type
-        try:
-            resp = self.http.request(method, f"{self.service}/xrpc/{nsid}", params=params,
-                                     data=data, headers=headers, timeout=self.timeout)
-        except requests.RequestException as error:
-            raise TransientError(
-                f"Bluesky {nsid}: could not reach {self.service} ({type(error).__name__}); "
-                "will retry"
-            ) from None
+        resp = self.http.call(method, f"{self.service}/xrpc/{nsid}", doing=f"calling {nsid}",
+                              repeatable=True, params=params, data=data, headers=headers)
         if resp.status_code < 400:
             try:
                 return resp.json()
@@ -363,11 +351,9 @@ class BlueskyChannel(Channel):
             err = {}
         error = str(err.get("error") or f"HTTP {resp.status_code}")
         text = str(err.get("message") or resp.reason or "")[:300]
-        if resp.status_code == 429:
-            raise TransientError(f"Bluesky {nsid}: rate limited ({text})",
-                                 retry_after=_retry_after(resp))
-        if resp.status_code >= 500:
-            raise TransientError(f"Bluesky {nsid}: HTTP {resp.status_code} {error}: {text}")
+        if resp.status_code in (408, 429) or resp.status_code >= 500:
+            raise error_for(resp.status_code, f"{error}: {text}", where=f"Bluesky {nsid}",
+                            method=method, headers=resp.headers, repeatable=True)
         raise _XrpcError(nsid, resp.status_code, error, text)
 
     def _refused(self, error: _XrpcError) -> ChannelError:
@@ -383,19 +369,3 @@ class BlueskyChannel(Channel):
     def _public_url(self, rkey: str) -> str:
         handle = self._current.handle if self._current else self.handle
         return f"https://bsky.app/profile/{handle}/post/{rkey}"
-
-
-def _retry_after(resp: requests.Response) -> float | None:
-    """Seconds until the limit resets: `ratelimit-reset` (epoch seconds) or `Retry-After`."""
-    reset = resp.headers.get("ratelimit-reset", "")
-    if reset.strip().isdigit():
-        return max(0.0, int(reset) - time.time())
-    after = resp.headers.get("retry-after", "").strip()
-    if after.isdigit():
-        return float(after)
-    if after:
-        try:
-            return max(0.0, parsedate_to_datetime(after).timestamp() - time.time())
-        except (TypeError, ValueError):
-            return None
-    return None

@@ -11,6 +11,9 @@ The mapping, in one place so every network behaves alike:
   says it did not take the request); any other 5xx after a write: `UnknownOutcome` (a gateway
   error or a crash may come after the work was done);
 - 401/403: `PermanentError` naming the credential to check; other 4xx: `PermanentError`.
+
+A `repeatable` request (an idempotent write, such as Bluesky's `putRecord` under a record key
+of ours) is safe to send again, so a lost answer or a 5xx is a `TransientError` there too.
 """
 
 from __future__ import annotations
@@ -43,10 +46,12 @@ def read_secret(settings: Settings, env_name: str, what: str) -> str:
 
 def retry_after(headers: Mapping[str, str], body: Any = None) -> float | None:
     """Seconds to wait: `Retry-After` (seconds or an HTTP date), a rate-limit reset header
-    (X's `x-rate-limit-reset`, Unix seconds; Mastodon's `X-RateLimit-Reset`, an ISO 8601
-    time), else a JSON body's `retry_after` (Discord) or `parameters.retry_after` (Telegram).
-    `headers` should be case-insensitive, as requests' are."""
-    reset = (headers.get("X-RateLimit-Reset") or headers.get("x-rate-limit-reset") or "").strip()
+    (X's `x-rate-limit-reset` and the Bluesky PDS's `RateLimit-Reset`, Unix seconds;
+    Mastodon's `X-RateLimit-Reset`, an ISO 8601 time), else a JSON body's `retry_after`
+    (Discord) or `parameters.retry_after` (Telegram). `headers` should be case-insensitive,
+    as requests' are."""
+    reset = (headers.get("X-RateLimit-Reset") or headers.get("x-rate-limit-reset")
+             or headers.get("RateLimit-Reset") or "").strip()
     if reset:
         if reset.isdigit():
             return max(0.0, int(reset) - time.time())
@@ -78,10 +83,10 @@ def retry_after(headers: Mapping[str, str], body: Any = None) -> float | None:
 
 def error_for(status: int, text: str, *, where: str, method: str = "POST",
               headers: Mapping[str, str] | None = None, body: Any = None,
-              credentials: str = "", refused: str = "") -> ChannelError:
+              credentials: str = "", refused: str = "", repeatable: bool = False) -> ChannelError:
     """The delivery error an HTTP answer means. `where` says who answered what ("Telegram
     answered 400 while posting"); `credentials` what to check on 401/403; `refused` what
-    to check on another 4xx."""
+    to check on another 4xx; `repeatable` as the module says."""
     headers = headers or {}
     text = redaction.redact(text)
     message = f"{where}: {text}" if text else where
@@ -90,7 +95,7 @@ def error_for(status: int, text: str, *, where: str, method: str = "POST",
     if status in (408, 503):
         return TransientError(message, retry_after=retry_after(headers, body))
     if status >= 500:
-        if method in WRITES:
+        if method in WRITES and not repeatable:
             return UnknownOutcome(f"{message}; the request may have been carried out")
         return TransientError(message, retry_after=retry_after(headers, body))
     if status in (401, 403) and credentials:
@@ -107,20 +112,22 @@ class HttpClient:
         self.session = requests.Session()
         self.session.headers["User-Agent"] = USER_AGENT
 
-    def call(self, method: str, url: str, *, doing: str, **kwargs: Any) -> requests.Response:
+    def call(self, method: str, url: str, *, doing: str, repeatable: bool = False,
+             **kwargs: Any) -> requests.Response:
+        write = method in WRITES and not repeatable
         try:
             return self.session.request(method, url, timeout=self.timeout, **kwargs)
         except (requests.ConnectTimeout, requests.exceptions.SSLError) as error:
             raise TransientError(f"could not reach {self.service} while {doing}: it did not "
                                  f"answer ({type(error).__name__})") from None
         except requests.ConnectionError as error:
-            if never_left(error) or method not in WRITES:
+            if never_left(error) or not write:
                 raise TransientError(f"could not reach {self.service} while {doing}: it did "
                                      "not answer") from None
             raise UnknownOutcome(f"{self.service} dropped the connection while {doing}, before "
                                  "answering") from None
         except requests.RequestException as error:
-            if method not in WRITES:
+            if not write:
                 raise TransientError(f"{self.service} did not answer while {doing} "
                                      f"({type(error).__name__})") from None
             raise UnknownOutcome(f"{self.service} did not answer while {doing} "
