@@ -21,7 +21,7 @@ from typing import Any
 
 from bot import redaction
 from bot.channels import Channel
-from bot.channels.batch import BatchChannel, BatchItem, BatchOutcome
+from bot.channels.batch import BatchChannel, BatchItem, BatchOutcome, waiting_out
 from bot.config import PublishConfig
 from bot.ledger import Ledger, Outcome
 from bot.message import (
@@ -31,17 +31,11 @@ from bot.message import (
     Message,
     PermanentError,
     Receipt,
-    TransientError,
     UnknownOutcome,
 )
 from bot.retry import next_attempt
 
 log = logging.getLogger("briefbot.delivery")
-
-#: A batch refused with a delay (429 Retry-After) is made again after it, at most this many
-#: times and for delays up to this many seconds; beyond, its recipients wait for a later run.
-RATE_LIMIT_RETRIES = 5
-RATE_LIMIT_WAIT = 120.0
 
 
 @dataclass(frozen=True)
@@ -189,34 +183,27 @@ class DeliveryStep:
                     items: list[BatchItem]) -> list[BatchOutcome | Exception]:
         """One answer per item. A 429 (or another refusal that names a delay) means the call
         was not taken: wait as asked, within bounds, and make the same call again."""
-        keys = [item.key for item in items]
-        with self._renewer.holding(*keys):
-            for attempt in range(RATE_LIMIT_RETRIES + 1):
-                channel.pace(len(items))
-                try:
-                    answers = channel.send_batch(prepared, items)
-                except UnknownOutcome as error:
-                    return [error] * len(items)
-                except TransientError as error:
-                    wait = error.retry_after
-                    if wait is None or wait > RATE_LIMIT_WAIT or attempt == RATE_LIMIT_RETRIES:
-                        return [error] * len(items)
-                    log.info("%s asked to wait %.1f s before the next batch", channel.name, wait)
-                    threading.Event().wait(wait)
-                    continue
-                except (ChannelError, OSError) as error:
-                    return [error] * len(items)
-                except Exception as error:  # noqa: BLE001 - an adapter's bug must not stop a run
-                    log.exception("channel %s failed on a batch of %d", channel.name, len(items))
-                    return [UnknownOutcome(f"the adapter failed unexpectedly "
-                                           f"({redaction.redact(repr(error))}); it may have "
-                                           "sent")] * len(items)
-                if len(answers) != len(items):
-                    return [UnknownOutcome(f"the adapter answered {len(answers)} outcomes for "
-                                           f"{len(items)} recipients; it may have sent")
-                            ] * len(items)
-                return list(answers)
-        raise AssertionError("unreachable")  # pragma: no cover
+        def paced() -> Sequence[BatchOutcome]:
+            channel.pace(len(items))
+            return channel.send_batch(prepared, items)
+
+        def said(wait: float) -> None:
+            log.info("%s asked to wait %.1f s before the next batch", channel.name, wait)
+
+        with self._renewer.holding(*(item.key for item in items)):
+            try:
+                answers = waiting_out(paced, on_wait=said)
+            except (ChannelError, OSError) as error:
+                return [error] * len(items)
+            except Exception as error:  # noqa: BLE001 - an adapter's bug must not stop a run
+                log.exception("channel %s failed on a batch of %d", channel.name, len(items))
+                return [UnknownOutcome(f"the adapter failed unexpectedly "
+                                       f"({redaction.redact(repr(error))}); it may have "
+                                       "sent")] * len(items)
+        if len(answers) != len(items):
+            return [UnknownOutcome(f"the adapter answered {len(answers)} outcomes for "
+                                   f"{len(items)} recipients; it may have sent")] * len(items)
+        return list(answers)
 
     def _claim(self, key: DeliveryKey, prior: Prior | None, now: datetime,
                content_hash: str | None) -> bool:

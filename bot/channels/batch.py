@@ -34,9 +34,10 @@ The contract, stable for every adapter:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, ClassVar, TypeVar
 
 from bot.channels.base import (
     Channel,
@@ -46,6 +47,8 @@ from bot.channels.base import (
     Pacer,
     PermanentError,
     Receipt,
+    TransientError,
+    UnknownOutcome,
 )
 
 if TYPE_CHECKING:
@@ -134,3 +137,28 @@ def template_text(prepared: PreparedEmail, placeholder: str) -> str:
     return prepared.text.replace(prepared.token, placeholder)
 
 
+
+
+#: A call refused with a delay (a 429's Retry-After, SES throttling) is made again after it, at
+#: most this many times and for delays up to this many seconds; beyond, the error goes up.
+RATE_LIMIT_RETRIES = 5
+RATE_LIMIT_WAIT = 120.0
+T = TypeVar("T")
+
+
+def waiting_out(call: Callable[[], T], *, on_wait: Callable[[float], None] | None = None) -> T:
+    """`call()`, made again after a `TransientError` that names a delay, within the bounds
+    above. An unknown outcome, an error naming no delay, or one past the bounds goes up."""
+    for attempt in range(RATE_LIMIT_RETRIES + 1):
+        try:
+            return call()
+        except UnknownOutcome:
+            raise
+        except TransientError as error:
+            wait = error.retry_after
+            if wait is None or wait > RATE_LIMIT_WAIT or attempt == RATE_LIMIT_RETRIES:
+                raise
+            if on_wait is not None:
+                on_wait(wait)
+            threading.Event().wait(wait)
+    raise AssertionError("unreachable")  # pragma: no cover

@@ -47,7 +47,7 @@ from bot.channels.base import (
     TransientError,
     UnknownOutcome,
 )
-from bot.channels.batch import BatchChannel, BatchItem, BatchOutcome
+from bot.channels.batch import BatchChannel, BatchItem, BatchOutcome, waiting_out
 from bot.channels.http import error_for, read_secret
 from bot.channels.options import SesOptions
 from bot.config import ConfigError
@@ -59,7 +59,6 @@ MAX_BULK = 50  # SendBulkEmail: "BulkEmailEntries ... Maximum number of 50 items
 PLACEHOLDER = "{{unsubscribe_url}}"
 THROTTLED = {"TooManyRequestsException", "Throttling", "ThrottlingException"}
 THROTTLE_WAIT = 1.0  # SES names no delay; its rate is per second
-THROTTLE_RETRIES = 5
 #: Errors that no recipient causes: every call of the run would fail alike.
 STOPS = {"AccountSuspendedException", "SendingPausedException",
          "MailFromDomainNotVerifiedException", "NotFoundException", "LimitExceededException"}
@@ -233,17 +232,10 @@ class SesChannel(BatchChannel):
         return outcomes
 
     def _send_raw(self, raw: bytes, address: str, common: dict[str, Any]) -> dict[str, Any]:
-        for attempt in range(THROTTLE_RETRIES + 1):
-            try:
-                return self._call("send_email", doing="sending a message",
-                                  Destination={"ToAddresses": [address]},
-                                  Content={"Raw": {"Data": raw}}, **common)
-            except TransientError as error:
-                if isinstance(error, UnknownOutcome) or error.retry_after is None or (
-                        attempt == THROTTLE_RETRIES):
-                    raise
-                threading.Event().wait(error.retry_after)
-        raise AssertionError("unreachable")  # pragma: no cover
+        # Throttling is waited out message by message: raised, it would end the batch here.
+        return waiting_out(lambda: self._call("send_email", doing="sending a message",
+                                              Destination={"ToAddresses": [address]},
+                                              Content={"Raw": {"Data": raw}}, **common))
 
     # -- plumbing ---------------------------------------------------------------------------
 
