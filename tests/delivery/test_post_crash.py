@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import random
-import signal
 import subprocess
 import sys
 import time
@@ -24,6 +23,7 @@ from bot.ledger import Ledger
 from tests.briefs_factory import write_brief
 from tests.fakes.server import Reply, Request, route
 from tests.fakes.webhook_api import FakeWebhook
+from tests.killing import kill_at
 
 BRIEFS = 200
 KILLS = 20
@@ -62,13 +62,8 @@ def test_killed_runs_post_every_brief_once_or_say_which_are_in_doubt(project, po
         killed_mid_send = 0
         for target in targets:
             run = _run(project)
-            deadline = time.monotonic() + 60
-            while len(receiver.deliveries) < target and run.poll() is None and (
-                    time.monotonic() < deadline):
-                time.sleep(0.001)
-            if run.poll() is None:
-                killed_mid_send += 1
-            run.send_signal(signal.SIGKILL)
+            killed_mid_send += kill_at(run, lambda: len(receiver.deliveries), target, within=60,
+                                       poll=0.001)
             run.wait(timeout=30)
         for _ in range(3):  # the runs that settle what the kills left
             _run(project).wait(timeout=120)

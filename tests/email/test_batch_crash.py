@@ -15,16 +15,15 @@ from __future__ import annotations
 import json
 import os
 import random
-import signal
 import subprocess
 import sys
-import time
 from collections import Counter
 
 from bot.config import load_settings
 from bot.ledger import Ledger
 from tests.email.digest_setup import NOW, PERIOD, add_subscribers, ledger_rows, write_week_briefs
 from tests.fakes.mailgun_api import FakeMailgun
+from tests.killing import kill_at
 
 KEY = "key-test-0123456789abcdef0123456789"
 DOMAIN = "mg.example.org"
@@ -71,13 +70,8 @@ def test_ten_kills_during_a_batched_send_lose_nobody(project):
         killed_mid_send = 0
         for target in targets:
             run = _start(project)
-            deadline = time.monotonic() + 120
-            while len(fake.received) < target and run.poll() is None and (
-                    time.monotonic() < deadline):
-                time.sleep(0.001)
-            if run.poll() is None:
-                killed_mid_send += 1
-            run.send_signal(signal.SIGKILL)
+            killed_mid_send += kill_at(run, lambda: len(fake.received), target, within=120,
+                                       poll=0.001)
             run.communicate(timeout=30)
             in_flight.update(_in_flight(project))
         assert killed_mid_send == KILLS, context

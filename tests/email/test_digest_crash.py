@@ -28,6 +28,7 @@ from tests.email.digest_setup import (
     subscriber_list,
     write_week_briefs,
 )
+from tests.killing import kill_at
 from tests.servers.smtp_server import smtp_server
 
 LEASE = 1.0  # seconds: a killed worker's claim turns unknown this soon
@@ -60,14 +61,7 @@ def test_killed_and_restarted_sends_reach_everyone_once(project, policy, subscri
         killed_mid_send = 0
         for target in targets:
             run = _start(project)
-            deadline = time.monotonic() + 60
-            while mailbox.count() < target and run.poll() is None and (
-                time.monotonic() < deadline
-            ):
-                time.sleep(0.002)
-            if run.poll() is None:
-                killed_mid_send += 1
-            run.send_signal(signal.SIGKILL)
+            killed_mid_send += kill_at(run, mailbox.count, target, within=60)
             run.communicate(timeout=30)
             # A few who have not had it yet leave between restarts.
             waiting = sorted(set(emails) - set(mailbox.per_recipient()) - unsubscribed)

@@ -13,7 +13,6 @@ import email
 import os
 import random
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -28,6 +27,7 @@ import pytest
 
 from bot.subscriber_csv import import_csv
 from tests.email.digest_setup import NOW, PERIOD, smtp_project, subscriber_list, write_week_briefs
+from tests.killing import kill_at
 from tests.servers import postfix
 
 RECIPIENTS = 2000
@@ -87,16 +87,14 @@ def test_killed_digest_sends_through_postfix_reach_everyone_once(project):
         with subscriber_list(project) as subscribers:
             assert import_csv(subscribers, path).ok
 
+        def relay_copies() -> int:  # what Postfix accepted so far
+            return sum(1 for _ in relay.copies.glob("*")) if relay.copies.is_dir() else 0
+
         targets = sorted(rng.sample(range(50, RECIPIENTS - 50), KILLS))
         mid_send = 0
         for target in targets:
             run = _start(project)
-            deadline = time.monotonic() + 120
-            while len(list(relay.copies.glob("*")) if relay.copies.is_dir() else []) < target \
-                    and run.poll() is None and time.monotonic() < deadline:
-                time.sleep(0.01)
-            mid_send += run.poll() is None
-            run.send_signal(signal.SIGKILL)
+            mid_send += kill_at(run, relay_copies, target, within=120, poll=0.01)
             run.wait(timeout=30)
         for _ in range(3):  # the runs that settle what the kills left
             _start(project).wait(timeout=300)
